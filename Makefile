@@ -1,0 +1,43 @@
+# Canary Analyzer: `make demo` runs a local rollout end to end, `make test` the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv sysdeps test lint demo bench soak clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# prometheus and nginx from Debian's packages when missing (needs root; says so otherwise)
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+test: venv sysdeps
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: venv
+	$(PY) -m ruff check analyzer tests benchmarks
+
+demo: venv
+	@bash scripts/sysdeps.sh --optional
+	$(VENV)/bin/canary demo
+
+bench: venv sysdeps
+	$(PY) benchmarks/decision_quality.py
+	$(PY) benchmarks/throughput.py
+
+soak: venv sysdeps
+	CANARY_SOAK=1 $(PY) -m pytest tests/faults -q
+
+clean:
+	rm -rf $(VENV) out .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Registers its commands on analyzer.cli.app (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""Metric sources: where a tick's `Samples` come from (Prometheus, simulation, recorded data)."""

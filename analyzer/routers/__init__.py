@@ -1,0 +1,1 @@
+"""Traffic routers: one module per provider behind the `Router` protocol in base.py."""
