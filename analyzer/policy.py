@@ -14,6 +14,7 @@ Defaults are the ones a careful SRE would pick; each is documented on its field.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -161,7 +162,8 @@ class IstioRouter(Model):
         default=None, description="DestinationRule holding the subsets (subset mode)"
     )
     host: str | None = Field(
-        default=None, description="destination host of both subsets (subset mode); default: the service"
+        default=None,
+        description="destination host of both subsets (subset mode); default: the service",
     )
     stableSubset: str | None = Field(default=None, description="subset mode: stable subset name")
     canarySubset: str | None = Field(default=None, description="subset mode: canary subset name")
@@ -173,7 +175,9 @@ class IstioRouter(Model):
         subsets = self.stableSubset is not None or self.canarySubset is not None
         hosts = self.stableHost is not None or self.canaryHost is not None
         if subsets and hosts:
-            raise ValueError("give either stableSubset/canarySubset or stableHost/canaryHost, not both")
+            raise ValueError(
+                "give either stableSubset/canarySubset or stableHost/canaryHost, not both"
+            )
         if not subsets and not hosts:
             raise ValueError(
                 "missing destinations: give stableSubset and canarySubset (with a "
@@ -187,12 +191,13 @@ class IstioRouter(Model):
 
 
 class NginxIngressRouter(Model):
-    """NGINX Ingress: a second Ingress with the `nginx.ingress.kubernetes.io/canary*` annotations."""
+    """NGINX Ingress: a second Ingress with `nginx.ingress.kubernetes.io/canary*` annotations."""
 
     provider: Literal["nginx-ingress"]
     ingress: K8sName = Field(description="the stable Ingress")
     canaryIngress: K8sName | None = Field(
-        default=None, description="the canary Ingress; default: '<ingress>-canary', created when absent"
+        default=None,
+        description="the canary Ingress; default: '<ingress>-canary', created when absent",
     )
     canaryService: K8sName = Field(description="the Service the canary Ingress sends traffic to")
 
@@ -237,7 +242,8 @@ class GatewayApiRouter(Model):
     canaryService: K8sName
     port: int | None = Field(default=None, ge=1, le=65535)
     rules: list[int] | None = Field(
-        default=None, description="indexes of the rules to manage; default: every rule naming stableService"
+        default=None,
+        description="indexes of the rules to manage; default: every rule naming stableService",
     )
 
 
@@ -252,14 +258,16 @@ class SmiRouter(Model):
 
 
 class NginxLocalRouter(Model):
-    """Plain nginx without Kubernetes: a weighted `upstream` include file, then `nginx -s reload`."""
+    """Plain nginx without Kubernetes: a weighted `upstream` include, then `nginx -s reload`."""
 
     provider: Literal["nginx"]
     upstreamFile: str = Field(description="path of the upstream include file the router owns")
     upstreamName: str = Field(default="canary_backend", pattern=r"^[A-Za-z0-9_]+$")
     stableServer: str = Field(description="host:port of the stable version", pattern=r"^[^\s;{}]+$")
     canaryServer: str = Field(description="host:port of the canary version", pattern=r"^[^\s;{}]+$")
-    nginxConfig: str | None = Field(default=None, description="main nginx.conf (for nginx -t / -s reload)")
+    nginxConfig: str | None = Field(
+        default=None, description="main nginx.conf (for nginx -t / -s reload)"
+    )
     nginxBinary: str = "nginx"
 
 
@@ -350,7 +358,7 @@ class Strategy(Model):
                 weights = [s for s in self.steps if isinstance(s, int)]
                 if not weights:
                     raise ValueError("steps need at least one weight")
-                for prev, cur in zip(weights, weights[1:], strict=False):
+                for prev, cur in itertools.pairwise(weights):
                     if cur <= prev:
                         raise ValueError(
                             f"weights in steps must increase strictly: {cur} follows {prev}"
@@ -373,7 +381,13 @@ class Strategy(Model):
         return self
 
     def weight_steps(self) -> list[int | PauseStep]:
-        """The ordered steps the rollout walks; the last weight step is the promotion to 100."""
+        """The ordered steps the rollout walks, each a canary weight or a pause.
+
+        canary: the configured steps (or stepWeight..maxWeight), always ending at 100: when
+        the steps stop below 100, a final full promotion to 100 is appended (as Argo Rollouts
+        does). blue-green and ab: analysis at weight 0 (preview / header route), then 100.
+        mirror: analysis at weight 0 only; the rollout succeeds without moving live traffic.
+        """
         if self.type == "canary":
             if self.steps is not None:
                 steps: list[int | PauseStep] = list(self.steps)
@@ -382,9 +396,13 @@ class Strategy(Model):
                 steps = list(range(self.stepWeight, self.maxWeight + 1, self.stepWeight))
                 if steps[-1] != self.maxWeight:
                     steps.append(self.maxWeight)
+            weights = [s for s in steps if isinstance(s, int)]
+            if weights[-1] != 100:
+                steps.append(100)
             return steps
-        # blue-green, ab and mirror analyse at weight 0 (or the match/mirror), then go to 100
-        return [0]
+        if self.type == "mirror":
+            return [0]
+        return [0, 100]
 
 
 # --------------------------------------------------------------------------- analysis timing
@@ -440,9 +458,9 @@ class PromQueries(Model):
 class PrometheusSource(Model):
     source: Literal["prometheus"]
     address: HttpUrl = "http://localhost:9090"
-    preset: Literal["istio", "nginx-ingress", "knative", "seldon", "linkerd", "generic", "custom"] = (
-        "generic"
-    )
+    preset: Literal[
+        "istio", "nginx-ingress", "knative", "seldon", "linkerd", "generic", "custom"
+    ] = "generic"
     queries: PromQueries | None = None
     labels: dict[str, str] = Field(
         default_factory=dict, description="extra label matchers added to every query"
@@ -683,7 +701,7 @@ class Policy(Model):
         return self.metadata.name
 
     def with_canary_version(self, version: str) -> Policy:
-        """The same policy for another canary version (what `canary start --canary-version` does)."""
+        """The same policy for another canary version (`canary start --canary-version`)."""
         data = self.model_dump(mode="json", exclude_none=True)
         data["spec"]["target"]["canary"] = version
         return Policy.model_validate(data)
@@ -760,33 +778,61 @@ def _line_index(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
 _TAG_KEYS = ("provider", "source", "type")
 
 
-def _real_path(raw: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop pydantic's union-branch names from `loc`, keeping only keys present in the YAML."""
+def _is_branch_label(part: Any) -> bool:
+    """pydantic names union members in `loc`: 'constrained-int', 'PauseStep', 'function-..'."""
+    if not isinstance(part, str):
+        return False
+    return (
+        part in _MODEL_NAMES
+        or part.startswith(("constrained-", "function-", "lax-", "json-or-python"))
+        or "[" in part
+        or part in ("int", "float", "str", "bool", "list", "dict")
+    )
+
+
+def _real_path(
+    raw: Any, loc: tuple[Any, ...]
+) -> tuple[tuple[Any, ...], tuple[str, int] | None]:
+    """Drop pydantic's union-branch names from `loc`, keeping the keys present in the YAML.
+
+    Returns the path and the union branch the error came from with the depth at which the
+    branch applies (None outside unions)."""
     out: list[Any] = []
+    branch: tuple[str, int] | None = None
     node = raw
     for part in loc:
-        if isinstance(node, dict):
-            if part in node:
-                out.append(part)
-                node = node[part]
-            elif isinstance(part, str) and any(node.get(k) == part for k in _TAG_KEYS):
-                continue  # discriminated-union branch name, not a key
-            elif isinstance(part, str) and (part.startswith(("function-", "int", "list[")) or part in (
-                "PauseStep",
-            )):
-                continue  # union member label
-            else:
-                out.append(part)
-                node = None
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and any(
+            node.get(k) == part for k in _TAG_KEYS
+        ):
+            continue  # discriminated-union branch name, not a key
         elif isinstance(node, list) and isinstance(part, int):
             out.append(part)
             node = node[part] if 0 <= part < len(node) else None
-        elif isinstance(node, list | int | float | str) and isinstance(part, str):
-            continue  # union member label on a scalar or list value
+        elif _is_branch_label(part):
+            branch = (str(part), len(out))
         else:
             out.append(part)
             node = None
-    return tuple(out)
+    return tuple(out), branch
+
+
+def _wrong_branch(raw: Any, path: tuple[Any, ...], branch: tuple[str, int] | None) -> bool:
+    """An error from the union member that does not fit the value's shape (a mapping checked
+    as an int, or a number checked as a mapping) is noise: the other member's error is the one."""
+    if branch is None:
+        return False
+    label, depth = branch
+    node = raw
+    for part in path[:depth]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    is_model_branch = label in _MODEL_NAMES
+    return is_model_branch != isinstance(node, dict)
 
 
 def format_path(path: tuple[Any, ...]) -> str:
@@ -808,9 +854,12 @@ def _friendly(err: dict[str, Any]) -> str:
         return "required field is missing"
     if kind == "union_tag_invalid":
         expected = ctx.get("expected_tags", "")
-        return f"unknown {ctx.get('discriminator', 'kind')} {ctx.get('tag')!r}; expected one of {expected}"
+        what = str(ctx.get("discriminator", "kind")).strip("'")
+        return f"unknown {what} {ctx.get('tag')!r}; expected one of {expected}"
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_HELP.get(ctx.get("pattern", ""), msg) + f", got {err.get('input')!r}"
     if kind == "union_tag_not_found":
-        return f"missing {ctx.get('discriminator', 'discriminator')} field"
+        return f"missing {str(ctx.get('discriminator', 'discriminator')).strip(chr(39))} field"
     if kind == "literal_error":
         return f"expected {ctx.get('expected')}, got {err.get('input')!r}"
     if msg.startswith("Value error, "):
@@ -823,11 +872,19 @@ def _friendly(err: dict[str, Any]) -> str:
     return f"{msg[0].lower()}{msg[1:]}"
 
 
+_PATTERN_HELP = {
+    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$": "expected a Kubernetes name (lower-case letters, digits, "
+    "'-' and '.', starting and ending with a letter or digit)",
+    r"^https?://[^\s]+$": "expected an http(s) URL such as http://prometheus:9090",
+    r"^[a-zA-Z_][a-zA-Z0-9_]*$": "expected a Prometheus label name (letters, digits, '_')",
+}
+
+
 def parse_policy(text: str, file: str = "<string>") -> Policy:
     """Validate policy YAML text; raise PolicyError naming file, line, field and expectation."""
     try:
         node = yaml.compose(text, Loader=_LineLoader)
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        raw = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -841,7 +898,8 @@ def parse_policy(text: str, file: str = "<string>") -> Policy:
         raise PolicyError([Problem(file, 1, "", "the file is empty; expected a RolloutPolicy")])
     if not isinstance(raw, dict):
         raise PolicyError(
-            [Problem(file, 1, "", f"expected a mapping (a RolloutPolicy), got a {type(raw).__name__}")]
+            [Problem(file, 1, "", f"expected a mapping (a RolloutPolicy), got a "
+                     f"{type(raw).__name__}")]
         )
     lines = _line_index(node)
     try:
@@ -850,7 +908,11 @@ def parse_policy(text: str, file: str = "<string>") -> Policy:
         problems = []
         seen: set[tuple[str, str]] = set()
         for err in exc.errors(include_url=False):
-            path = _real_path(raw, tuple(err["loc"]))
+            path, branch = _real_path(raw, tuple(err["loc"]))
+            if _wrong_branch(raw, path, branch):
+                continue
+            if err["type"] == "union_tag_invalid":
+                path = (*path, str((err.get("ctx") or {}).get("discriminator", "")).strip("'"))
             line = None
             for cut in range(len(path), -1, -1):
                 if path[:cut] in lines:
@@ -861,24 +923,7 @@ def parse_policy(text: str, file: str = "<string>") -> Policy:
             if key not in seen:
                 seen.add(key)
                 problems.append(p)
-        raise PolicyError(_prune_union_noise(problems)) from None
-
-
-def _prune_union_noise(problems: list[Problem]) -> list[Problem]:
-    """For `steps[i]` (int or pause), pydantic reports one error per union member; keep the
-    most useful one per path."""
-    by_path: dict[str, list[Problem]] = {}
-    for p in problems:
-        by_path.setdefault(p.path, []).append(p)
-    out = []
-    for p in problems:
-        group = by_path[p.path]
-        if len(group) > 1 and any("less than or equal" in g.message or "greater than" in g.message
-                                  for g in group):
-            if not ("less than or equal" in p.message or "greater than" in p.message):
-                continue
-        out.append(p)
-    return out
+        raise PolicyError(problems) from None
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -889,7 +934,9 @@ def load_policy(path: str | Path) -> Policy:
     except FileNotFoundError:
         raise PolicyError([Problem(str(p), None, "", "file not found")]) from None
     except IsADirectoryError:
-        raise PolicyError([Problem(str(p), None, "", "is a directory, expected a YAML file")]) from None
+        raise PolicyError(
+            [Problem(str(p), None, "", "is a directory, expected a YAML file")]
+        ) from None
     except UnicodeDecodeError as e:
         raise PolicyError([Problem(str(p), None, "", f"not UTF-8 text: {e.reason}")]) from None
     except OSError as e:
@@ -916,8 +963,24 @@ def load_policies(directory: str | Path) -> list[Policy]:
     return policies
 
 
+_MODEL_NAMES: frozenset[str] = frozenset()
+
+
+def _collect_model_names() -> frozenset[str]:
+    names: set[str] = set()
+    todo: list[type] = [Model]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
 def json_schema() -> dict[str, Any]:
     schema = Policy.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Canary Analyzer RolloutPolicy"
     return schema
+
+
+_MODEL_NAMES = _collect_model_names()

@@ -36,7 +36,9 @@ class Histogram:
         if any(c < 0 for c in self.counts):
             raise ValueError("histogram counts must be non-negative")
         if any(b < a for a, b in zip(self.counts[:-1], self.counts[1:], strict=False)):
-            raise ValueError(f"histogram counts must be cumulative (non-decreasing): {list(self.counts)}")
+            raise ValueError(
+                f"histogram counts must be cumulative (non-decreasing): {list(self.counts)}"
+            )
 
     @property
     def total(self) -> int:
