@@ -1,0 +1,357 @@
+"""Shared Kubernetes plumbing for the routers: object references, raw dict reads, optimistic
+read-modify-write with a bounded 409 retry, dry-run capture and offline (`--current`) objects.
+
+Every write is a JSON merge patch (RFC 7386) that carries the `metadata.resourceVersion` the
+change was computed from, so the API server answers 409 Conflict when someone else wrote in
+between; the helper then reads again and recomputes. Objects are read as raw JSON (never through
+the client's typed models) and the patch holds only the fields that changed, so fields this
+client version does not know, other routes and other annotations are never rewritten.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from analyzer.routers.base import RouterError
+
+# Bounded retry on 409 Conflict: enough for a handful of concurrent writers, never endless.
+DEFAULT_CONFLICT_RETRIES = 8
+# (connect, read) seconds for every API call: a hung API server must not hang a rollout tick.
+DEFAULT_REQUEST_TIMEOUT = (5.0, 30.0)
+MERGE_PATCH = "application/merge-patch+json"
+
+Mutator = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Names one namespaced object: `ObjectRef("networking.istio.io/v1", "VirtualService",
+    "virtualservices", "default", "checkout")`."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespace: str
+    name: str
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.group, self.kind, self.namespace, self.name)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name} ({self.api_version})"
+
+
+def api_client_from_config(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ApiClient from an explicit kubeconfig, else in-cluster config, else ~/.kube/config."""
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig:
+            return config.new_client_from_config(config_file=kubeconfig, context=context)
+        try:
+            cfg = client.Configuration()
+            config.load_incluster_config(client_configuration=cfg)
+            return client.ApiClient(cfg)
+        except config.ConfigException:
+            return config.new_client_from_config(context=context)
+    except (config.ConfigException, OSError, TypeError, ValueError) as e:
+        where = kubeconfig or "in-cluster config or ~/.kube/config"
+        raise RouterError(
+            f"cannot load Kubernetes credentials from {where}: {e}; pass --kubeconfig PATH, "
+            "or use --dry-run with --current FILE to work offline"
+        ) from None
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns `old` into `new` (lists are replaced whole)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return copy.deepcopy(new)
+    patch: dict[str, Any] = {}
+    for k in old:
+        if k not in new:
+            patch[k] = None
+    for k, v in new.items():
+        if k not in old:
+            patch[k] = copy.deepcopy(v)
+        elif old[k] != v:
+            if isinstance(old[k], dict) and isinstance(v, dict):
+                patch[k] = merge_patch(old[k], v)
+            else:
+                patch[k] = copy.deepcopy(v)
+    return patch
+
+
+def _api_message(e: Any) -> str:
+    """The API server's Status message (or the HTTP reason) of an ApiException."""
+    body = getattr(e, "body", None)
+    if body:
+        try:
+            status = json.loads(body)
+            if isinstance(status, dict) and status.get("message"):
+                return str(status["message"])
+        except (TypeError, ValueError):
+            return str(body)[:300]
+    reason = getattr(e, "reason", None) or str(e)
+    return str(reason).strip()
+
+
+class KubeObjects:
+    """Raw-JSON get / merge-patch / create through the real `kubernetes` client.
+
+    Kinds are dispatched to the typed APIs the server groups them under (AppsV1Api for
+    Deployments, NetworkingV1Api for Ingresses) and to CustomObjectsApi for custom resources;
+    every call uses `_preload_content=False` so the object comes back byte-exact as JSON.
+
+    `dry_run=True`: reads go to the API (or to `current` objects), writes are recorded in
+    `pending` and served to later reads, so several operations compose, but nothing is sent.
+    `current` (objects from a file) makes it fully offline: nothing is read from the API either.
+    """
+
+    def __init__(
+        self,
+        api_client: Any | None = None,
+        *,
+        dry_run: bool = False,
+        current: Iterable[dict[str, Any]] | None = None,
+        kubeconfig: str | None = None,
+        conflict_retries: int = DEFAULT_CONFLICT_RETRIES,
+        request_timeout: tuple[float, float] = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        self._api_client = api_client
+        self._kubeconfig = kubeconfig
+        self.offline = current is not None
+        self.dry_run = dry_run or self.offline
+        self._current: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        for obj in current or ():
+            self._current[_key_of(obj)] = copy.deepcopy(obj)
+        self.pending: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.conflict_retries = conflict_retries
+        self.request_timeout = request_timeout
+        self.last_applied: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._apis: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ raw API access
+
+    def _api(self, name: str) -> Any:
+        with self._lock:
+            if name not in self._apis:
+                from kubernetes import client
+
+                if self._api_client is None:
+                    self._api_client = api_client_from_config(self._kubeconfig)
+                cls = {
+                    "custom": client.CustomObjectsApi,
+                    "apps": client.AppsV1Api,
+                    "networking": client.NetworkingV1Api,
+                }[name]
+                self._apis[name] = cls(self._api_client)
+            return self._apis[name]
+
+    def _call(self, ref: ObjectRef, verb: str, body: Any = None) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "_preload_content": False,
+            "_request_timeout": self.request_timeout,
+        }
+        if verb == "patch":
+            opts["_content_type"] = MERGE_PATCH
+        ns, name = ref.namespace, ref.name
+        if (ref.api_version, ref.kind) == ("apps/v1", "Deployment"):
+            api = self._api("apps")
+            fn = {
+                "get": lambda: api.read_namespaced_deployment(name, ns, **opts),
+                "patch": lambda: api.patch_namespaced_deployment(name, ns, body, **opts),
+            }[verb]
+        elif (ref.api_version, ref.kind) == ("networking.k8s.io/v1", "Ingress"):
+            from kubernetes.client import V1Ingress
+
+            api = self._api("networking")
+            fn = {
+                "get": lambda: api.read_namespaced_ingress(name, ns, **opts),
+                "patch": lambda: api.patch_namespaced_ingress(name, ns, body, **opts),
+                "create": lambda: api.create_namespaced_ingress(
+                    ns, V1Ingress.from_dict(body), **opts
+                ),
+            }[verb]
+        else:
+            api = self._api("custom")
+            g, v, p = ref.group, ref.version, ref.plural
+            fn = {
+                "get": lambda: api.get_namespaced_custom_object(g, v, ns, p, name, **opts),
+                "patch": lambda: api.patch_namespaced_custom_object(
+                    g, v, ns, p, name, body, **opts
+                ),
+                "create": lambda: api.create_namespaced_custom_object(g, v, ns, p, body, **opts),
+            }[verb]
+        resp = fn()
+        data = resp.data if hasattr(resp, "data") else resp.read()
+        return json.loads(data) if data else {}
+
+    # ------------------------------------------------------------------ reads
+
+    def read(self, ref: ObjectRef, *, missing_ok: bool = False) -> dict[str, Any] | None:
+        """The object as a dict (a private copy); None when absent and `missing_ok`."""
+        if ref.key in self.pending:
+            return copy.deepcopy(self.pending[ref.key])
+        if self.offline:
+            obj = self._current.get(ref.key)
+            if obj is None and not missing_ok:
+                raise RouterError(
+                    f"{ref} is not in the --current file; add it (kubectl get -o yaml) "
+                    "or drop --current to read it from the cluster"
+                )
+            return copy.deepcopy(obj)
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self._call(ref, "get")
+        except ApiException as e:
+            if e.status == 404 and missing_ok:
+                return None
+            raise self._error(ref, "read", e) from None
+        except Exception as e:  # connection refused, timeout, TLS: the API is unreachable
+            raise RouterError(f"cannot read {ref}: {_transport_message(e)}") from None
+
+    # ------------------------------------------------------------------ writes
+
+    def update(self, ref: ObjectRef, mutate: Mutator) -> dict[str, Any] | None:
+        """Read, apply `mutate` to a copy, write the difference as a merge patch guarded by
+        the read's resourceVersion; on 409 read again and recompute (bounded).
+
+        `mutate` edits the dict in place and raises RouterError when the object is not shaped
+        as expected (then nothing is written). Returns the written object, or None when the
+        object already was as wanted (idempotent: no write at all).
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        last_conflict = ""
+        for attempt in range(self.conflict_retries + 1):
+            current = self.read(ref)
+            assert current is not None
+            wanted = copy.deepcopy(current)
+            mutate(wanted)
+            if wanted == current:
+                return None
+            if self.dry_run:
+                return self._record(ref, wanted)
+            patch = merge_patch(current, wanted)
+            rv = (current.get("metadata") or {}).get("resourceVersion")
+            if rv:
+                patch.setdefault("metadata", {})["resourceVersion"] = rv
+            try:
+                written = self._call(ref, "patch", patch)
+            except ApiException as e:
+                if e.status == 409:
+                    last_conflict = _api_message(e)
+                    _backoff(attempt)
+                    continue
+                raise self._error(ref, "update", e) from None
+            except Exception as e:
+                raise RouterError(
+                    f"cannot update {ref}: {_transport_message(e)}; the previous state stands "
+                    "unless the API applied the write before the connection failed"
+                ) from None
+            self.last_applied.append(written)
+            return written
+        raise RouterError(
+            f"cannot update {ref}: it kept changing under us ({self.conflict_retries + 1} "
+            f"conflicting writes in a row; last: {last_conflict}); nothing was applied, try again"
+        )
+
+    def create(self, ref: ObjectRef, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create; None when it already exists (AlreadyExists: the caller re-reads and updates)."""
+        from kubernetes.client.exceptions import ApiException
+
+        if self.dry_run:
+            return self._record(ref, body)
+        try:
+            written = self._call(ref, "create", body)
+        except ApiException as e:
+            if e.status == 409:
+                return None
+            raise self._error(ref, "create", e) from None
+        except Exception as e:
+            raise RouterError(f"cannot create {ref}: {_transport_message(e)}") from None
+        self.last_applied.append(written)
+        return written
+
+    def _record(self, ref: ObjectRef, obj: dict[str, Any]) -> dict[str, Any]:
+        self.pending[ref.key] = copy.deepcopy(obj)
+        self.last_applied.append(copy.deepcopy(obj))
+        return obj
+
+    def _error(self, ref: ObjectRef, action: str, e: Any) -> RouterError:
+        status = getattr(e, "status", "?")
+        msg = _api_message(e)
+        if status == 404:
+            hint = "it does not exist; check the name and namespace in the policy"
+            return RouterError(f"cannot {action} {ref}: {hint} (API: {msg})")
+        if status in (401, 403):
+            return RouterError(
+                f"cannot {action} {ref}: HTTP {status}, not allowed (API: {msg}); grant the "
+                "RBAC in deploy/ (see docs/routers.md)"
+            )
+        return RouterError(
+            f"cannot {action} {ref}: HTTP {status} (API: {msg}); nothing was applied"
+        )
+
+
+def _transport_message(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return f"the Kubernetes API is unreachable ({type(e).__name__}: {text[:200]})"
+
+
+def _backoff(attempt: int) -> None:
+    # Jitter spreads concurrent writers apart so each retry round lets at least one through.
+    time.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))  # noqa: S311 - not crypto
+
+
+def _key_of(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+    api_version = str(obj.get("apiVersion", ""))
+    meta = obj.get("metadata") or {}
+    return (
+        api_version.rpartition("/")[0],
+        str(obj.get("kind", "")),
+        str(meta.get("namespace") or "default"),
+        str(meta.get("name", "")),
+    )
+
+
+def load_objects(text: str, source: str = "--current") -> list[dict[str, Any]]:
+    """Objects from YAML or JSON text: one document, several, or a `kind: List`."""
+    import yaml
+
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as e:
+        raise RouterError(f"{source}: not valid YAML or JSON: {e}") from None
+    objects: list[dict[str, Any]] = []
+    for doc in docs:
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise RouterError(f"{source}: expected Kubernetes objects, found a {type(doc).__name__}")
+        if str(doc.get("kind", "")).endswith("List") and isinstance(doc.get("items"), list):
+            objects.extend(i for i in doc["items"] if isinstance(i, dict))
+        else:
+            objects.append(doc)
+    for obj in objects:
+        if not obj.get("kind") or not (obj.get("metadata") or {}).get("name"):
+            raise RouterError(f"{source}: every object needs kind and metadata.name")
+    return objects
