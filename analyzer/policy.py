@@ -446,13 +446,18 @@ PRESETS = ("istio", "nginx-ingress", "knative", "seldon", "linkerd", "generic")
 
 
 class PromQueries(Model):
-    """Custom PromQL templates. Placeholders: {namespace}, {service}, {version_label},
-    {versions} (a regex alternation of the escaped version values), {extra_matchers}. Each must
-    return counters summed `by ({version_label})` (latency: `by ({version_label}, le)`)."""
+    """Custom PromQL templates. Placeholders: {namespace}, {service}, {stable}, {canary} (escaped
+    for a double-quoted PromQL string), {version_label}, {versions} (a regex alternation of the
+    escaped version values), {extra_matchers} (`, name="value"...` or empty). Each must return
+    counters summed `by ({version_label})` (latency: `by ({version_label}, le)`). See
+    docs/prometheus.md."""
 
     requests: str
     errors: str
     latency: str | None = None
+    latencyUnit: Literal["s", "ms"] = Field(
+        default="s", description="unit of the latency histogram's le bounds"
+    )
 
 
 class PrometheusSource(Model):
@@ -468,6 +473,10 @@ class PrometheusSource(Model):
     timeout: Duration = Field(default=timedelta(seconds=10))
     retries: int = Field(default=2, ge=0, le=10)
     headers: dict[str, str] = Field(default_factory=dict, description="e.g. Authorization")
+    namespaceLabel: str | None = Field(
+        default=None, pattern=r"^([a-zA-Z_][a-zA-Z0-9_]*)?$",
+        description="label carrying the namespace; default: the preset's; '' = no namespace filter",
+    )
 
     @model_validator(mode="after")
     def _custom(self) -> PrometheusSource:

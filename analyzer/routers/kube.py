@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
+
 from analyzer.routers.base import RouterError
 
 # Bounded retry on 409 Conflict: enough for a handful of concurrent writers, never endless.
@@ -28,6 +30,9 @@ DEFAULT_REQUEST_TIMEOUT = (5.0, 30.0)
 MERGE_PATCH = "application/merge-patch+json"
 
 Mutator = Callable[[dict[str, Any]], None]
+# What a dead or hung API server raises through urllib3 (the client's own HTTP errors are
+# ApiException and handled separately).
+_TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 
 
 @dataclass(frozen=True)
@@ -225,7 +230,7 @@ class KubeObjects:
             if e.status == 404 and missing_ok:
                 return None
             raise self._error(ref, "read", e) from None
-        except Exception as e:  # connection refused, timeout, TLS: the API is unreachable
+        except _TRANSPORT_ERRORS as e:  # connection refused, timeout, TLS: unreachable
             raise RouterError(f"cannot read {ref}: {_transport_message(e)}") from None
 
     # ------------------------------------------------------------------ writes
@@ -262,7 +267,7 @@ class KubeObjects:
                     _backoff(attempt)
                     continue
                 raise self._error(ref, "update", e) from None
-            except Exception as e:
+            except _TRANSPORT_ERRORS as e:
                 raise RouterError(
                     f"cannot update {ref}: {_transport_message(e)}; the previous state stands "
                     "unless the API applied the write before the connection failed"
@@ -286,7 +291,7 @@ class KubeObjects:
             if e.status == 409:
                 return None
             raise self._error(ref, "create", e) from None
-        except Exception as e:
+        except _TRANSPORT_ERRORS as e:
             raise RouterError(f"cannot create {ref}: {_transport_message(e)}") from None
         self.last_applied.append(written)
         return written
@@ -319,7 +324,7 @@ def _transport_message(e: Exception) -> str:
 
 def _backoff(attempt: int) -> None:
     # Jitter spreads concurrent writers apart so each retry round lets at least one through.
-    time.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))  # noqa: S311 - not crypto
+    time.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))
 
 
 def _key_of(obj: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -346,7 +351,8 @@ def load_objects(text: str, source: str = "--current") -> list[dict[str, Any]]:
         if doc is None:
             continue
         if not isinstance(doc, dict):
-            raise RouterError(f"{source}: expected Kubernetes objects, found a {type(doc).__name__}")
+            raise RouterError(
+                f"{source}: expected Kubernetes objects, found a {type(doc).__name__}")
         if str(doc.get("kind", "")).endswith("List") and isinstance(doc.get("items"), list):
             objects.extend(i for i in doc["items"] if isinstance(i, dict))
         else:
@@ -355,3 +361,104 @@ def load_objects(text: str, source: str = "--current") -> list[dict[str, Any]]:
         if not obj.get("kind") or not (obj.get("metadata") or {}).get("name"):
             raise RouterError(f"{source}: every object needs kind and metadata.name")
     return objects
+
+
+# ---------------------------------------------------------------------- router scaffolding
+
+
+class _Keep:
+    """Marks an aspect (weight, header route, mirror) an operation leaves as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+
+
+def check_weight(weight: Any) -> int:
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+        raise RouterError(f"weight must be an integer from 0 to 100, got {weight!r}")
+    return weight
+
+
+def check_mirror(percent: Any) -> float | None:
+    if percent is None:
+        return None
+    if isinstance(percent, bool) or not isinstance(percent, int | float) or not (
+        0 < percent <= 100
+    ):
+        raise RouterError(f"mirror percent must be in (0, 100], got {percent!r}")
+    return float(percent)
+
+
+def check_match(match: Any) -> dict[str, str] | None:
+    if match is None:
+        return None
+    if not isinstance(match, dict):
+        raise RouterError(f"header route must be a mapping, got {match!r}")
+    if set(match) == {"header", "value"} and match["header"] and match["value"]:
+        return {"header": str(match["header"]), "value": str(match["value"])}
+    if set(match) == {"cookie"} and match["cookie"]:
+        return {"cookie": str(match["cookie"])}
+    raise RouterError(
+        f"header route must be {{'header': NAME, 'value': VALUE}} or {{'cookie': NAME}}, "
+        f"got {match!r}"
+    )
+
+
+class KubeRouter:
+    """Common shape of the Kubernetes routers: one `KubeObjects`, `last_applied` per call."""
+
+    provider = "?"
+
+    def __init__(self, objects: KubeObjects) -> None:
+        self.objects = objects
+
+    @property
+    def last_applied(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for o in self.objects.last_applied]
+
+    def _begin(self) -> None:
+        self.objects.last_applied = []
+
+    def _unsupported(self, what: str) -> RouterError:
+        return RouterError(f"the {self.provider} router cannot {what}; pick a strategy it supports")
+
+
+class SingleObjectRouter(KubeRouter):
+    """A router whose whole state lives in one object: each operation is one guarded write,
+    so reset (weight 0 + no header route + no mirror) is atomic too."""
+
+    ref: ObjectRef
+
+    def _prepare(self) -> None:
+        """Checks on other objects (e.g. DestinationRule subsets) before any write."""
+
+    def _apply(self, obj: dict[str, Any], weight: Any, match: Any, mirror: Any) -> None:
+        raise NotImplementedError
+
+    def _split(self, obj: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _update(self, weight: Any = KEEP, match: Any = KEEP, mirror: Any = KEEP) -> None:
+        self._begin()
+        self._prepare()
+        self.objects.update(self.ref, lambda obj: self._apply(obj, weight, match, mirror))
+
+    def get_weight(self) -> Any:
+        obj = self.objects.read(self.ref)
+        assert obj is not None
+        return self._split(obj)
+
+    def set_weight(self, canary_percent: int) -> None:
+        self._update(weight=check_weight(canary_percent))
+
+    def set_header_route(self, match: dict[str, str] | None) -> None:
+        self._update(match=check_match(match))
+
+    def set_mirror(self, percent: float | None) -> None:
+        self._update(mirror=check_mirror(percent))
+
+    def reset(self) -> None:
+        self._update(weight=0, match=None, mirror=None)

@@ -1,0 +1,79 @@
+"""Fixtures: one real Prometheus per session, backfilled with every preset's dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from analyzer.local.prometheus import PrometheusServer, backfill, find_binary
+from analyzer.policy import Policy, parse_policy
+from tests.prometheus import datasets
+
+
+@pytest.fixture(scope="session")
+def dataset() -> datasets.Dataset:
+    return datasets.build()
+
+
+@pytest.fixture(scope="session")
+def injection() -> tuple[str, dict[str, int]]:
+    return datasets.build_injection()
+
+
+@pytest.fixture(scope="session")
+def prom(
+    tmp_path_factory: pytest.TempPathFactory, dataset: datasets.Dataset,
+    injection: tuple[str, dict[str, int]],
+) -> Iterator[PrometheusServer]:
+    if find_binary("prometheus") is None or find_binary("promtool") is None:
+        pytest.fail("prometheus and promtool are required (make test installs them)")
+    data_dir = tmp_path_factory.mktemp("prom")
+    backfill(dataset.text, data_dir)
+    backfill(injection[0], data_dir)
+    server = PrometheusServer(data_dir).start()
+    yield server
+    server.stop()
+
+
+def make_policy(
+    preset: str, address: str, *, service: str = "checkout", stable: str = "v1",
+    canary: str = "v2", namespace: str = "shop", checks: list[dict[str, Any]] | None = None,
+    **metrics: Any,
+) -> Policy:
+    doc = {
+        "apiVersion": "canary-analyzer.io/v1alpha1",
+        "kind": "RolloutPolicy",
+        "metadata": {"name": f"{preset}-{service}".replace("_", "-")},
+        "spec": {
+            "target": {"namespace": namespace, "service": service, "stable": stable,
+                       "canary": canary},
+            "router": {"provider": "dry-run"},
+            "strategy": {"steps": [10, 50]},
+            "metrics": {"source": "prometheus", "address": address, "preset": preset,
+                        "retries": 1, "timeout": "5s", **metrics},
+            "checks": checks or [{"type": "error-rate"}, {"type": "latency"}],
+        },
+    }
+    return parse_policy(yaml.safe_dump(doc))
+
+
+def write_policy(path: Path, policy: Policy) -> Path:
+    path.write_text(yaml.safe_dump(policy.model_dump(mode="json", exclude_none=True)))
+    return path
+
+
+class CountingSession(requests.Session):
+    """A real requests.Session that counts the HTTP requests it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        self.sent.append(str(url))
+        return super().request(method, url, *args, **kwargs)

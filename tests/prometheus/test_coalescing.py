@@ -1,0 +1,97 @@
+"""Rollouts sharing a Prometheus and a preset share one query per metric per tick."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from analyzer.local.prometheus import PrometheusServer
+from analyzer.metrics.prometheus import PrometheusMetricSource, QueryCoalescer
+from tests.prometheus import datasets
+from tests.prometheus.conftest import CountingSession, make_policy
+
+pytestmark = pytest.mark.prometheus
+
+T0 = datetime.fromtimestamp(datasets.T0, UTC)
+T1 = datetime.fromtimestamp(datasets.T1, UTC)
+
+
+def _fleet(prom: PrometheusServer, n: int, session: CountingSession,
+           coalescer: QueryCoalescer) -> list[PrometheusMetricSource]:
+    return [
+        PrometheusMetricSource(
+            make_policy("generic", prom.url, service=f"svc{k}", namespace="fleet"),
+            coalescer=coalescer, session=session,
+        )
+        for k in range(n)
+    ]
+
+
+@pytest.mark.parametrize("n", [2, 12])
+def test_tick_cost_does_not_grow_with_rollouts(
+    prom: PrometheusServer, dataset: datasets.Dataset, n: int
+) -> None:
+    session = CountingSession()
+    sources = _fleet(prom, n, session, QueryCoalescer())
+    results = [s.fetch(T0, T1) for s in sources]
+    assert len(session.sent) == 3  # requests, errors, latency: for all n rollouts
+    for k, r in enumerate(results):
+        assert r.ok, r.no_data_reason
+        assert r.stable is not None and r.canary is not None and r.canary.latency is not None
+        want_s = dataset.expected[("generic", f"svc{k}", "v1")]
+        want_c = dataset.expected[("generic", f"svc{k}", "v2")]
+        assert (r.stable.requests, r.stable.errors) == (want_s.requests, want_s.errors)
+        assert (r.canary.requests, r.canary.errors) == (want_c.requests, want_c.errors)
+        assert r.canary.latency.counts == tuple(want_c.buckets.values())
+    # the shared query is grouped by service
+    assert "sum by (namespace, service, version)" in results[0].queries[0]
+
+
+def test_concurrent_ticks_share_queries(prom: PrometheusServer) -> None:
+    session = CountingSession()
+    sources = _fleet(prom, 8, session, QueryCoalescer())
+    barrier = threading.Barrier(len(sources))
+    out: dict[int, object] = {}
+
+    def tick(i: int) -> None:
+        barrier.wait()
+        out[i] = sources[i].fetch(T0, T1)
+
+    threads = [threading.Thread(target=tick, args=(i,)) for i in range(len(sources))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(out) == len(sources)
+    assert all(getattr(s, "ok", False) for s in out.values())
+    # at most one extra query per metric for a rollout whose registration raced the leader
+    assert len(session.sent) == 3
+
+
+def test_next_tick_queries_again_and_closed_sources_leave(prom: PrometheusServer) -> None:
+    session = CountingSession()
+    coalescer = QueryCoalescer()
+    sources = _fleet(prom, 3, session, coalescer)
+    for s in sources:
+        s.fetch(T0, T1)
+    later = datetime.fromtimestamp(datasets.T1 + 60, UTC)
+    sources[2].close()
+    for s in sources[:2]:
+        r = s.fetch(T1, later)
+        assert r.ok
+    assert len(session.sent) == 6
+    assert 'service=~"svc0|svc1"' in r.queries[0]
+
+
+def test_different_presets_do_not_share(prom: PrometheusServer) -> None:
+    session = CountingSession()
+    coalescer = QueryCoalescer()
+    a = PrometheusMetricSource(make_policy("generic", prom.url, service="svc0",
+                                           namespace="fleet"), coalescer=coalescer,
+                               session=session)
+    b = PrometheusMetricSource(make_policy("istio", prom.url), coalescer=coalescer,
+                               session=session)
+    assert a.fetch(T0, T1).ok and b.fetch(T0, T1).ok
+    assert coalescer.queries == 6

@@ -1,0 +1,142 @@
+"""NGINX Ingress router: the canary Ingress, created when absent, annotations only after."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from analyzer.routers.base import RouterError
+from analyzer.routers.nginx_ingress import BY_COOKIE, BY_HEADER, BY_HEADER_VALUE, CANARY, WEIGHT
+from tests.routers.conftest import NGINX_INGRESS, NS, STABLE_INGRESS, _ingress, router_for
+
+ING = ("networking.k8s.io/v1", "Ingress", NS)
+
+
+@pytest.fixture
+def seeded(double):
+    double.seed(STABLE_INGRESS)
+    return double
+
+
+def router(double, **cfg):
+    return router_for(double, {**NGINX_INGRESS, **cfg}, service="frontend")
+
+
+def test_canary_ingress_created_from_stable_and_stable_untouched(seeded):
+    stable_before = seeded.get(*ING, "frontend")
+    r = router(seeded)
+    assert r.get_weight().canary_weight == 0
+    r.set_weight(20)
+    canary = seeded.get(*ING, "frontend-canary")
+    ann = canary["metadata"]["annotations"]
+    assert ann[CANARY] == "true" and ann[WEIGHT] == "20"
+    paths = canary["spec"]["rules"][0]["http"]["paths"]
+    # Only the target service's path moves to the canary service; the rest is copied as is.
+    assert paths[0]["backend"]["service"] == {"name": "frontend-canary", "port": {"number": 80}}
+    assert paths[1] == STABLE_INGRESS["spec"]["rules"][0]["http"]["paths"][1]
+    assert canary["spec"]["ingressClassName"] == "nginx"
+    assert canary["spec"]["tls"] == STABLE_INGRESS["spec"]["tls"]
+    assert seeded.get(*ING, "frontend") == stable_before
+    assert not any(r.method != "GET" and r.path.endswith("/frontend") for r in seeded.requests)
+    assert r.get_weight().canary_weight == 20
+    r.set_weight(60)
+    assert r.get_weight().canary_weight == 60
+    assert [q.method for q in seeded.requests].count("POST") == 1
+
+
+def test_existing_canary_only_owned_annotations_change(seeded):
+    existing = _ingress("frontend-canary", "frontend-canary", {
+        CANARY: "true", WEIGHT: "5", "nginx.ingress.kubernetes.io/canary-weight-total": "100",
+        "example.com/owner": "team-web"})
+    seeded.seed(existing)
+    before = seeded.get(*ING, "frontend-canary")
+    r = router(seeded)
+    r.set_weight(30)
+    r.set_header_route({"header": "X-Canary", "value": "always"})
+    after = seeded.get(*ING, "frontend-canary")
+    ann = after["metadata"]["annotations"]
+    assert ann["example.com/owner"] == "team-web"
+    assert ann["nginx.ingress.kubernetes.io/canary-weight-total"] == "100"
+    assert ann[WEIGHT] == "30" and ann[BY_HEADER] == "X-Canary" and ann[BY_HEADER_VALUE] == "always"
+    assert after["spec"] == before["spec"] and after["metadata"]["labels"] == \
+        before["metadata"]["labels"]
+    assert r.get_weight().header_route == {"header": "X-Canary", "value": "always"}
+
+
+def test_header_only_creates_the_canary_at_weight_zero(seeded):
+    r = router(seeded)
+    r.set_header_route({"header": "x-beta", "value": "yes"})
+    ann = seeded.get(*ING, "frontend-canary")["metadata"]["annotations"]
+    assert ann[WEIGHT] == "0" and ann[BY_HEADER] == "x-beta"
+
+
+def test_cookie_route_and_reset(seeded):
+    r = router(seeded)
+    r.set_weight(50)
+    r.set_header_route({"cookie": "canary"})
+    assert r.get_weight().header_route == {"cookie": "canary"}
+    ann = seeded.get(*ING, "frontend-canary")["metadata"]["annotations"]
+    assert ann[BY_COOKIE] == "canary" and BY_HEADER not in ann
+    r.reset()
+    ann = seeded.get(*ING, "frontend-canary")["metadata"]["annotations"]
+    assert ann[WEIGHT] == "0" and BY_COOKIE not in ann
+    split = r.get_weight()
+    assert (split.canary_weight, split.header_route) == (0, None)
+
+
+def test_reset_without_canary_ingress_creates_nothing(seeded):
+    router(seeded).reset()
+    assert seeded.get(*ING, "frontend-canary") is None
+
+
+def test_mirror_refused(seeded):
+    with pytest.raises(RouterError, match="cannot mirror"):
+        router(seeded).set_mirror(50)
+    router(seeded).set_mirror(None)  # removing what cannot exist is fine
+
+
+def test_existing_canary_pointing_elsewhere_refused(seeded):
+    seeded.seed(_ingress("frontend-canary", "something-else", {CANARY: "true"}))
+    with pytest.raises(RouterError, match="sends no path to canaryService"):
+        router(seeded).set_weight(10)
+
+
+def test_missing_stable_ingress_is_a_clear_404(double):
+    with pytest.raises(RouterError, match=r"Ingress shop/frontend .*does not exist"):
+        router(double).set_weight(10)
+
+
+def test_concurrent_creator_wins_then_we_update(seeded):
+    # Someone creates the canary Ingress between our read and our create: AlreadyExists,
+    # then the router updates theirs instead of failing.
+    theirs = _ingress("frontend-canary", "frontend-canary", {"example.com/by": "them"})
+    original_handle = seeded.handle
+    state = {"done": False}
+
+    def racing(method, path, ctype, body):
+        if method == "POST" and not state["done"]:
+            state["done"] = True
+            seeded.seed(copy.deepcopy(theirs))
+        return original_handle(method, path, ctype, body)
+
+    seeded.handle = racing
+    router(seeded).set_weight(10)
+    ann = seeded.get(*ING, "frontend-canary")["metadata"]["annotations"]
+    assert ann == {"example.com/by": "them", CANARY: "true", WEIGHT: "10"}
+
+
+def test_500_on_create_leaves_no_canary(seeded):
+    seeded.inject(500, method="POST")
+    with pytest.raises(RouterError, match="cannot create Ingress shop/frontend-canary"):
+        router(seeded).set_weight(10)
+    assert seeded.get(*ING, "frontend-canary") is None
+    assert router(seeded).get_weight().canary_weight == 0
+
+
+def test_dry_run_shows_the_created_canary(seeded):
+    r = router_for(seeded, NGINX_INGRESS, service="frontend", dry_run=True)
+    r.set_weight(10)
+    assert seeded.get(*ING, "frontend-canary") is None
+    (obj,) = r.last_applied
+    assert obj["metadata"]["annotations"][WEIGHT] == "10"

@@ -1,0 +1,1 @@
+"""Shared test support: the Kubernetes API server test double and schema validation."""
