@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from analyzer.cli import app
@@ -92,7 +93,7 @@ def test_step_weight_and_max_weight() -> None:
 def test_canary_version_override_revalidates() -> None:
     p = parse_policy(MINIMAL).with_canary_version("v3")
     assert p.spec.target.canary == "v3"
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="stable and canary must differ"):
         parse_policy(MINIMAL).with_canary_version("v1")  # same as stable
 
 
