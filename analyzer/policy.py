@@ -762,6 +762,22 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+# YAML 1.1 reads `on`, `off`, `yes`, `no` as booleans, which breaks `notifications[].on:` and
+# header values like `on`. Policies follow YAML 1.2 here: only true/false are booleans.
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_LineLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_LineLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML as policies are parsed (YAML 1.2 booleans, duplicate keys refused)."""
+    return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
+
 
 def _line_index(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
     """Map each field path to its 1-based line in the YAML text."""

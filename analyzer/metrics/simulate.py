@@ -179,4 +179,4 @@ def _binom_from_uniform(n: int, p: float, u: float) -> int:
 
 
 def _ms(t: datetime) -> int:
-    return int(round(t.timestamp() * 1000))
+    return round(t.timestamp() * 1000)

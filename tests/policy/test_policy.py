@@ -19,6 +19,7 @@ from analyzer.policy import (
     load_policy,
     parse_duration,
     parse_policy,
+    read_yaml,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,9 +152,8 @@ def test_json_schema_describes_the_policy() -> None:
     import jsonschema
 
     # The reference policies satisfy the published schema too.
-    import yaml
     for p in POLICIES:
-        jsonschema.validate(yaml.safe_load(p.read_text()), schema)
+        jsonschema.validate(read_yaml(p.read_text()), schema)
 
 
 runner = CliRunner()
@@ -180,3 +180,19 @@ def test_schema_cli_prints_json() -> None:
     result = runner.invoke(app, ["schema"])
     assert result.exit_code == 0
     assert json.loads(result.output)["title"] == "Canary Analyzer RolloutPolicy"
+
+
+def test_yaml_on_off_yes_no_are_strings_not_booleans() -> None:
+    text = MINIMAL + (
+        "  notifications:\n"
+        "    - url: http://hooks.local/x\n"
+        "      on: [rollback]\n"
+    )
+    p = parse_policy(text)
+    assert p.spec.notifications[0].on == ["rollback"]
+    ab = MINIMAL.replace(
+        "{steps: [10, 50]}", "{type: ab, match: {header: {name: x-beta, value: on}}}"
+    )
+    assert parse_policy(ab).spec.strategy.match.header.value == "on"
+    flag = MINIMAL + "  decision: {checkSampleRatio: false}\n"
+    assert parse_policy(flag).spec.decision.checkSampleRatio is False
