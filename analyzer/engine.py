@@ -386,7 +386,7 @@ class Engine:
                     m.estimate.labels(rollout=name, check=v.check).set(v.estimate)
         log.info("%s tick %d: %s -> %s step %d weight %d: %s", name, seq, t.before.phase,
                  after.phase, after.step, after.weight, t.reason)
-        if self.notifier is not None and rt.policy.spec.notifications and t.changed:
+        if self.notifier is not None and t.changed:
             self.notifier.notify(rt.policy, _notice(rt.policy, rollout_id, seq, t, decision))
 
 

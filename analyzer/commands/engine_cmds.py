@@ -75,6 +75,9 @@ def run(
         "time of a dead replica's rollouts)"),
     workers: int = typer.Option(8, "--workers", min=1, help="ticks that may run in parallel"),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING"),
+    kube_events: bool | None = typer.Option(
+        None, "--kube-events/--no-kube-events", help="record decisions as Kubernetes Events "
+        "on the routed object (default: on when running in a cluster)"),
 ) -> None:
     """The daemon: tick every active rollout at its interval, serve the API, until SIGTERM."""
     from analyzer.engine import Engine
@@ -106,7 +109,16 @@ def run(
 
     store = _store(db)
     metrics = EngineMetrics()
-    notifier = Notifier()
+    notifier: Any = Notifier()
+    if kube_events is None:
+        kube_events = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if kube_events:
+        from analyzer.kube_events import FanOut, KubeEventRecorder
+
+        try:
+            notifier = FanOut(notifier, KubeEventRecorder())
+        except Exception as e:  # no kubeconfig: say so, keep running without Events
+            err.print(f"warning: Kubernetes Events off: {str(e).splitlines()[0]}")
     engine = Engine(store, metrics=metrics, notifier=notifier)
     scheduler = Scheduler(engine, policies=loaded, sync_interval=sync_interval,
                           max_workers=workers)

@@ -398,6 +398,11 @@ class KubeApiDouble:
 
     def _create(self, group: str, plural: str, ns: str, resource: str,
                 payload: Any) -> dict[str, Any]:
+        if isinstance(payload, dict) and not payload.get("metadata", {}).get("name") and \
+                payload.get("metadata", {}).get("generateName"):
+            # as the API server does: generateName plus a random suffix
+            payload["metadata"]["name"] = payload["metadata"]["generateName"] + \
+                uuid.uuid4().hex[:5]
         if not isinstance(payload, dict) or not payload.get("metadata", {}).get("name"):
             raise ApiError(422, "Invalid", "metadata.name: Required value")
         name = payload["metadata"]["name"]

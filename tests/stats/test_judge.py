@@ -1,0 +1,182 @@
+"""The judge's decision rules, reasons, power estimate and persistence."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from analyzer.judge import Judge
+from analyzer.policy import Policy, parse_policy
+from analyzer.types import Action, Histogram, Outcome, Samples, VersionSample
+
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+STEP = timedelta(seconds=30)
+
+
+def policy(
+    checks: str = "[{type: error-rate}]", decision: str = "{}", analysis: str = "{}"
+) -> Policy:
+    return parse_policy(f"""
+apiVersion: canary-analyzer.io/v1alpha1
+kind: RolloutPolicy
+metadata: {{name: judge-test}}
+spec:
+  target: {{service: checkout, stable: v1, canary: v2}}
+  router: {{provider: dry-run}}
+  strategy: {{steps: [10, 50, 100]}}
+  analysis: {analysis}
+  checks: {checks}
+  decision: {decision}
+""")
+
+
+def samples(i: int, nc: int, ec: int, ns: int, es: int, w: float | None = 10,
+            lat: tuple[Histogram, Histogram] | None = None) -> Samples:
+    return Samples(
+        T0 + i * STEP, T0 + (i + 1) * STEP,
+        VersionSample(ns, es, lat[1] if lat else None),
+        VersionSample(nc, ec, lat[0] if lat else None),
+        canary_weight=w,
+    )
+
+
+def run(j: Judge, ticks: int, gen, stop_on=(Action.ROLLBACK, Action.PROMOTE, Action.PAUSE)):
+    d = None
+    for i in range(ticks):
+        d = j.evaluate(gen(i), T0 + (i + 1) * STEP)
+        if d.action in stop_on:
+            return i, d
+    return ticks, d
+
+
+def test_clear_regression_rolls_back_with_numbers_in_the_reason() -> None:
+    j = Judge(policy())
+    j.start_step(T0, 10)
+    i, d = run(j, 40, lambda i: samples(i, 3000, 90, 27000, 270))
+    assert d.action == Action.ROLLBACK
+    assert "error-rate ratio" in d.reason and "exceeds tolerance 1.25" in d.reason
+    assert "e=" in d.reason and ">= 100" in d.reason
+    v = d.verdicts[0]
+    assert v.outcome == Outcome.REGRESSION and v.estimate == pytest.approx(3.0, rel=0.3)
+    assert v.confidence_interval is not None and v.confidence_interval.low > 1.25
+    assert i >= 1  # the per-interval cap: one interval never decides alone
+
+
+def test_hold_before_min_duration_then_promote_with_zero_errors() -> None:
+    j = Judge(policy(analysis="{minStepDuration: 5m}"))
+    j.start_step(T0, 10)
+    decisions = [j.evaluate(samples(i, 3000, 0, 27000, 3), T0 + (i + 1) * STEP) for i in range(12)]
+    assert all(d.action == Action.HOLD for d in decisions[:9])
+    assert any("minStepDuration" in d.reason for d in decisions[:9])  # evidence came first
+    assert decisions[9].action == Action.PROMOTE  # 5 minutes reached
+    assert "below negligible 0.1%" in decisions[9].reason
+
+
+def test_min_samples_blocks_promotion() -> None:
+    j = Judge(policy(decision="{minSamples: 100000}", analysis="{minStepDuration: 30s}"))
+    j.start_step(T0, 10)
+    _, d = run(j, 6, lambda i: samples(i, 3000, 0, 27000, 3))
+    assert d.action == Action.HOLD and "minSamples" in d.reason
+
+
+def test_inconclusive_at_max_duration_takes_on_inconclusive() -> None:
+    for action in ("pause", "rollback"):
+        j = Judge(policy(decision=f"{{onInconclusive: {action}}}",
+                         analysis="{minStepDuration: 1m, maxStepDuration: 3m}"))
+        j.start_step(T0, 10)
+        rng = np.random.default_rng(1)
+        data = [samples(i, 300, int(rng.poisson(3)), 2700, int(rng.poisson(27))) for i in range(20)]
+        i, d = run(j, 20, data.__getitem__)
+        assert d.action == Action(action)
+        assert i == 5 and "inconclusive after 3m" in d.reason
+
+
+def test_no_data_holds_then_takes_on_data_failure() -> None:
+    j = Judge(policy(decision="{dataFailureLimit: 3, onDataFailure: rollback}"))
+    j.start_step(T0, 10)
+    bad = Samples(T0, T0 + STEP, None, None, 10, no_data_reason="prometheus timeout")
+    assert j.evaluate(bad, T0 + STEP).action == Action.HOLD
+    assert j.evaluate(bad, T0 + 2 * STEP).action == Action.HOLD
+    d = j.evaluate(bad, T0 + 3 * STEP)
+    assert d.action == Action.ROLLBACK and "prometheus timeout" in d.reason
+    # a good tick resets the count
+    j.evaluate(samples(4, 3000, 3, 27000, 27), T0 + 5 * STEP)
+    assert j.evaluate(bad, T0 + 6 * STEP).action == Action.HOLD
+
+
+def test_sample_ratio_mismatch_holds_and_says_so() -> None:
+    j = Judge(policy(analysis="{minStepDuration: 30s}"))
+    j.start_step(T0, 10)
+    _, d = run(j, 20, lambda i: samples(i, 1500, 0, 28500, 3, w=10))  # 5% instead of 10%
+    assert d.action == Action.HOLD
+    assert "sample ratio mismatch" in d.reason and "router weight 10%" in d.reason
+
+
+def test_threshold_failure_limit_rolls_back() -> None:
+    j = Judge(policy("[{type: error-rate}, {type: threshold, metric: error-rate, max: 1, "
+                     "failureLimit: 3}]"))
+    j.start_step(T0, 10)
+    # 2% canary errors against 1.8% stable: not a ratio regression, but above the 1% SLO
+    i, d = run(j, 10, lambda i: samples(i, 3000, 60, 27000, 486))
+    assert d.action == Action.ROLLBACK and i == 2
+    assert "failureLimit 3" in d.reason
+
+
+def test_alpha_is_split_by_weight() -> None:
+    j = Judge(policy("[{type: error-rate, weight: 3}, {type: latency, quantiles: [0.5, 0.99]}]",
+                     decision="{alpha: 0.04}"))
+    assert j.alpha_of["error-rate"] == pytest.approx(0.03)
+    assert j.alpha_of["latency-p50"] == pytest.approx(0.005)
+    assert j.alpha_of["latency-p99"] == pytest.approx(0.005)
+
+
+def test_latency_regression_from_baseline_bound() -> None:
+    le = (0.1, 0.25, 0.5, 1.0, math.inf)
+    rng = np.random.default_rng(4)
+
+    def hist(n: int, slow: float) -> Histogram:
+        k = rng.binomial(n, 0.01 * slow)
+        fast = n - k
+        return Histogram(le, (int(fast * 0.9), fast, fast + k // 2, n, n))
+
+    j = Judge(policy("[{type: latency, quantiles: [0.99], distribution: true}]"))
+    j.set_baseline(hist(100000, 0.5))
+    assert j.latency_bounds["latency-p99"] == 0.25
+    j.start_step(T0, 10)
+    _, d = run(j, 30, lambda i: samples(i, 3000, 0, 27000, 0, lat=(hist(3000, 3), hist(27000, 1))))
+    assert d.action == Action.ROLLBACK
+    assert "latency" in d.reason
+    details = next(v for v in d.verdicts if v.check == "latency-p99").details
+    assert details["estimates_note"].endswith("estimates")
+
+
+def test_hold_reports_time_needed_and_state_round_trips() -> None:
+    pol = policy()
+    j = Judge(pol)
+    j.start_step(T0, 10)
+    rng = np.random.default_rng(2)
+    gen = [samples(i, 300, int(rng.poisson(3)), 2700, int(rng.poisson(27))) for i in range(8)]
+    for i in range(4):
+        d = j.evaluate(gen[i], T0 + (i + 1) * STEP)
+    assert d.action == Action.HOLD and d.time_needed_seconds and d.time_needed_seconds > 0
+    assert "more canary requests" in d.reason
+    state = json.loads(json.dumps(j.to_state()))
+    k = Judge.from_state(pol, state)
+    for i in range(4, 8):
+        a = j.evaluate(gen[i], T0 + (i + 1) * STEP)
+        b = k.evaluate(gen[i], T0 + (i + 1) * STEP)
+        assert a == b
+
+
+def test_advisory_classic_check_never_decides() -> None:
+    j = Judge(policy("[{type: error-rate}, {type: classic, test: fisher}]"))
+    j.start_step(T0, 10)
+    d = j.evaluate(samples(0, 3000, 60, 27000, 270), T0 + STEP)
+    classic = next(v for v in d.verdicts if v.check.startswith("classic"))
+    assert classic.outcome == Outcome.REGRESSION and not classic.gating
+    assert "fixed-horizon" in classic.reason
+    assert d.action == Action.HOLD

@@ -1,0 +1,70 @@
+"""`canary replay` over the example files in tests/data/replay/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from analyzer.cli import app
+
+DATA = Path(__file__).parents[1] / "data" / "replay"
+POLICY = str(DATA / "policy.yaml")
+runner = CliRunner()
+
+
+def _json_lines(*files: str) -> list[dict]:
+    res = runner.invoke(app, ["replay", POLICY, *files, "--json"])
+    assert res.exit_code == 0, res.output
+    return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
+
+def test_json_output_per_tick_and_final_per_file() -> None:
+    out = _json_lines(str(DATA / "healthy.jsonl"), str(DATA / "error-regression.jsonl"))
+    finals = [o for o in out if o.get("final")]
+    assert [f["outcome"] for f in finals] == ["promoted", "rolled_back"]
+    ticks = [o for o in out if not o.get("final")]
+    for t in ticks:
+        assert {"file", "t", "decision", "step", "checks"} <= set(t)
+        for c in t["checks"]:
+            assert {"name", "outcome", "estimate", "ci", "evidence"} <= set(c)
+    healthy = [t for t in ticks if t["file"].endswith("healthy.jsonl")]
+    assert healthy[-1]["decision"] == "promote" and finals[0]["ticks"] == healthy[-1]["tick"]
+    assert max(t["step"] for t in healthy) >= 2  # a promote advanced the policy's step
+    regression = [t for t in ticks if t["file"].endswith("error-regression.jsonl")]
+    assert regression[-1]["decision"] == "rollback" and finals[1]["ticks"] == len(regression)
+
+
+def test_latency_regression_rolls_back() -> None:
+    out = _json_lines(str(DATA / "latency-regression.jsonl"))
+    assert out[-1]["outcome"] == "rolled_back"
+    assert "latency" in out[-1]["reason"]
+
+
+def test_table_by_default() -> None:
+    res = runner.invoke(app, ["replay", POLICY, str(DATA / "error-regression.jsonl")])
+    assert res.exit_code == 0
+    assert "rollback" in res.stdout and "outcome: rolled_back" in res.stdout
+
+
+def test_bad_line_names_file_and_line(tmp_path: Path) -> None:
+    good = (DATA / "error-regression.jsonl").read_text().splitlines()
+    bad = tmp_path / "bad.jsonl"
+    broken = json.loads(good[1])
+    broken["canary"]["errors"] = broken["canary"]["requests"] + 1
+    bad.write_text("\n".join([good[0], json.dumps(broken), "{not json"]) + "\n")
+    res = runner.invoke(app, ["replay", POLICY, str(bad)])
+    assert res.exit_code == 1
+    assert f"{bad}:2" in res.stderr and "exceeds canary.requests" in res.stderr
+    assert "Traceback" not in res.output
+    bad.write_text(good[0] + "\n{not json\n")
+    res = runner.invoke(app, ["replay", POLICY, str(bad)])
+    assert res.exit_code == 1 and f"{bad}:2: invalid JSON" in res.stderr
+
+
+def test_missing_files_are_clear_errors(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["replay", POLICY, str(tmp_path / "nope.jsonl")])
+    assert res.exit_code == 1 and "file not found" in res.stderr
+    res = runner.invoke(app, ["replay", str(tmp_path / "nope.yaml"), str(DATA / "healthy.jsonl")])
+    assert res.exit_code == 1 and "file not found" in res.stderr
