@@ -82,22 +82,31 @@ def test_repeated_fixed_horizon_test_inflates_false_rollbacks_and_ours_does_not(
 
 
 def test_speed_against_repeated_test_calibrated_to_the_same_false_rollback_rate() -> None:
-    """With its threshold calibrated by simulation for the exact horizon and traffic (an oracle
-    the peeking practice does not have) so that it rolls back as often as ours at the null
-    boundary, the repeated test is a Pocock boundary. Ours, uncalibrated and valid at any
-    horizon, must stay within 20% of its mean detection time (measured: about 10% slower)."""
+    """The repeated fixed-horizon test, with its threshold calibrated by simulation for the
+    exact horizon and traffic (an oracle the peeking practice does not have) so that it rolls
+    back as often as ours at the null boundary, is a Pocock boundary on Poisson data.
+
+    Like for like (both assuming Poisson errors), ours is faster, and it needs no calibration
+    and stays valid at any horizon. The burst protection (tempering and the per-interval cap,
+    which the repeated test does not have) costs a few percent on clean Poisson data: measured
+    about 3-10% slower than the calibrated boundary, bounded here at 15%."""
     rng = np.random.default_rng(14)
     horizon, r0 = 120, 1.25
-    ours_null = simulate(streams=1500, total_rps=100, base_rate=0.01, ratio=r0, weights=(50,),
-                         ticks_per_step=horizon, alpha=0.01, seed=15)
-    rate = max(ours_null.rejected.mean(), 1 / 1500)
-    threshold = np.quantile(_z_paths(rng, 12000, r0, horizon, r0).max(axis=1), 1 - rate)
-    z = _z_paths(rng, 1500, 2.0, horizon, r0) >= threshold
-    fixed_ticks = np.where(z.any(axis=1), z.argmax(axis=1) + 1, horizon + 1)
-    ours = simulate(streams=1500, total_rps=100, base_rate=0.01, ratio=2.0, weights=(50,),
-                    ticks_per_step=horizon, alpha=0.01, seed=16)
-    ours_ticks = np.minimum(ours.tick, horizon + 1)
-    assert ours_ticks.mean() <= 1.2 * fixed_ticks.mean()
+
+    def calibrated_ticks(null_rate: float) -> float:
+        rate = max(null_rate, 1 / 1500)
+        threshold = np.quantile(_z_paths(rng, 12000, r0, horizon, r0).max(axis=1), 1 - rate)
+        z = _z_paths(rng, 1500, 2.0, horizon, r0) >= threshold
+        return float(np.where(z.any(axis=1), z.argmax(axis=1) + 1, horizon + 1).mean())
+
+    kw = dict(streams=1500, total_rps=100, base_rate=0.01, weights=(50,),
+              ticks_per_step=horizon, alpha=0.01)
+    for robust, slack in ((False, 1.0), (True, 1.15)):
+        null = simulate(ratio=r0, seed=15, robust=robust, **kw)
+        ours = simulate(ratio=2.0, seed=16, robust=robust, **kw)
+        assert np.minimum(ours.tick, horizon + 1).mean() < slack * calibrated_ticks(
+            null.rejected.mean()
+        ), f"robust={robust}"
 
 
 def test_regression_only_at_higher_weight_is_caught_faster_with_step_restarts() -> None:
