@@ -34,7 +34,7 @@ import logging
 import math
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -190,6 +190,8 @@ class Scheduler:
             timezone="UTC",
         )
         self._in_flight: set[int] = set()
+        self._jobs_running = 0  # sync and tick jobs executing now (shutdown waits for them)
+        self._idle = threading.Condition()
         self._started = False
         self._stopping = threading.Event()
         self.last_sync_ok: bool = False
@@ -218,7 +220,13 @@ class Scheduler:
         """Stop scheduling; with `wait`, let every tick in flight finish; free the rollouts."""
         self._stopping.set()
         if self._started:
-            self._sched.shutdown(wait=wait)
+            # APScheduler 3 joins its worker threads while holding its job-store lock; a job
+            # that touches the job store at that moment (sync releasing a finished rollout)
+            # would deadlock it. So stop it without joining, and wait for our own jobs.
+            self._sched.shutdown(wait=False)
+            if wait:
+                with self._idle:
+                    self._idle.wait_for(lambda: self._jobs_running == 0, timeout=120)
         with self._owned_lock:
             for rid in list(self.owned):
                 self.ownership.release(rid)
@@ -228,8 +236,23 @@ class Scheduler:
 
     # -- ownership and jobs ----------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _job(self) -> Iterator[None]:
+        with self._idle:
+            self._jobs_running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._jobs_running -= 1
+                self._idle.notify_all()
+
     def sync(self) -> None:
         """Take over unowned active rollouts, drop finished ones, check our locks."""
+        with self._job():
+            self._sync()
+
+    def _sync(self) -> None:
         if self._stopping.is_set():
             return
         try:
@@ -310,6 +333,10 @@ class Scheduler:
             return False
 
     def _run_tick(self, rollout_id: int) -> None:
+        with self._job():
+            self._tick(rollout_id)
+
+    def _tick(self, rollout_id: int) -> None:
         if self._stopping.is_set():
             return
         self._in_flight.add(rollout_id)
@@ -317,6 +344,10 @@ class Scheduler:
             out = self.engine.tick(rollout_id)
             if out.phase is not None and out.phase.terminal:
                 log.info("rollout #%d finished: %s", rollout_id, out.phase)
+        except StoreError as e:
+            # An outage of the database, not a bug: one line per tick, no traceback.
+            log.error("tick of rollout #%d not recorded (retried at the next interval): %s",
+                      rollout_id, e)
         except Exception:
             # Logged and retried at the next interval; nothing was committed.
             log.exception("tick of rollout #%d failed", rollout_id)
