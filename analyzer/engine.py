@@ -51,7 +51,7 @@ from analyzer.rollout import (
     Transition,
 )
 from analyzer.routers.base import Router, RouterError, TrafficSplit
-from analyzer.store import Store, TickConflict, TickRecord, TickRow
+from analyzer.store import Store, StoreError, TickConflict, TickRecord, TickRow
 from analyzer.types import Decision, Samples
 
 log = logging.getLogger("analyzer.engine")
@@ -98,6 +98,7 @@ class _Runtime:
         self.router_error = router_error
         self.source = source
         self.needs_reconcile = True
+        self.store_failed = False  # the last commit failed: check the store before the router
         self.lock = threading.Lock()  # one tick of a rollout at a time in this process
 
 
@@ -203,6 +204,11 @@ class Engine:
             return TickOutcome(rollout_id, False, None, None)
         policy, machine, state = rt.policy, rt.machine, rec.state
         seq = rec.tick_seq + 1
+        if rt.store_failed:
+            # The store refused the last commit (disk full, read-only): do not move the router
+            # again until it takes a write, or traffic would flap every tick of the outage.
+            self.store.check_writable(rollout_id)
+            rt.store_failed = False
         cmd = self.store.pending_command(rollout_id)
         judge = None
         decision: Decision | None = None
@@ -268,6 +274,9 @@ class Engine:
             # Someone else moved this rollout on: our view of the router is stale.
             rt.needs_reconcile = True
             return TickOutcome(rollout_id, False, seq, t, decision, samples, conflict=True)
+        except StoreError:
+            self._undo_traffic(rt, state.traffic, t)
+            raise
         if reconciled_from is not None and state.traffic == t.after.traffic:
             self._record_reconcile(rollout_id, reconciled_from, t.after.traffic, now)
         self._after_commit(rt, rec.name, rollout_id, seq, t, decision, samples,
@@ -352,6 +361,20 @@ class Engine:
                     continue
                 return failed, None
         return t, None
+
+    def _undo_traffic(self, rt: _Runtime, committed: Traffic, t: Transition) -> None:
+        """The commit failed: nothing of this tick is recorded, so put the router back to the
+        committed traffic (store and router agree while the store is down). A rollback stays
+        applied: all traffic on stable is always safe, and the next tick decides again."""
+        rt.needs_reconcile = True  # the commit may have landed after all: check next tick
+        rt.store_failed = True
+        if t.reset or t.after.traffic == committed:
+            return
+        try:
+            _apply(self._router(rt), t.after.traffic, committed)
+        except RouterError as e:
+            log.warning("%s: could not undo the weight change of an unrecorded tick: %s",
+                        rt.policy.name, e)
 
     def _router(self, rt: _Runtime) -> Router:
         if rt.router is None:

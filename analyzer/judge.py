@@ -18,6 +18,7 @@ Rules (docs/statistics.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -339,16 +340,32 @@ class Judge:
                 if key in self.latency_runners:
                     continue  # bounds never change once analysis has started
                 bound = self._pick_bound(c, q, stable_latency)
-                if bound is None:
-                    continue
-                self.latency_bounds[key] = bound
-                self.latency_runners[key] = _RatioRunner(
-                    key, f"p{_qtext(q)} latency (share slower than {fmt_num(bound)}s)",
-                    c.tolerance, self.alpha_of[key], self.n_steps,
-                )
-                if self.step_index > 0:
-                    self.latency_runners[key].start_step(first=True)
+                if bound is not None:
+                    self._add_latency_runner(key, c, q, bound)
         self.baseline_set = stable_latency is not None
+
+    def use_latency_bounds(self, bounds: Mapping[str, float | None]) -> bool:
+        """Take the latency bounds another run picked (a backtest of a recorded rollout uses
+        the engine's, chosen on its pre-rollout baseline), instead of choosing them here.
+        True when every latency test got its bound; otherwise nothing is changed and the
+        bounds are picked as usual."""
+        keys = {_latency_key(name, q): (c, q)
+                for name, c in self.latency_checks.items() for q in c.quantiles}
+        if self.latency_runners or not keys or any(bounds.get(k) is None for k in keys):
+            return False
+        for key, (c, q) in keys.items():
+            self._add_latency_runner(key, c, q, float(bounds[key]))  # type: ignore[arg-type]
+        self.baseline_set = True
+        return True
+
+    def _add_latency_runner(self, key: str, c: LatencyCheck, q: float, bound: float) -> None:
+        self.latency_bounds[key] = bound
+        self.latency_runners[key] = _RatioRunner(
+            key, f"p{_qtext(q)} latency (share slower than {fmt_num(bound)}s)",
+            c.tolerance, self.alpha_of[key], self.n_steps,
+        )
+        if self.step_index > 0:
+            self.latency_runners[key].start_step(first=True)
 
     @staticmethod
     def _pick_bound(c: LatencyCheck, q: float, hist: Histogram | None) -> float | None:

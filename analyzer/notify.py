@@ -22,26 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
 from analyzer.policy import Notification, Policy, Webhook
+from analyzer.redaction import redact_http_url
 
 log = logging.getLogger("analyzer.notify")
-
-
-def redact_http_url(url: str) -> str:
-    """`https://hooks.slack.com/services/T0/B0/xyz?token=1` -> `https://hooks.slack.com/***`."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<url>"
-    host = parts.hostname or "?"
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    tail = "/***" if (parts.path not in ("", "/") or parts.query) else ""
-    return f"{parts.scheme}://{host}{tail}"
 
 
 @dataclass(frozen=True)

@@ -782,9 +782,15 @@ def read_yaml(text: str) -> Any:
 def _line_index(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
     """Map each field path to its 1-based line in the YAML text."""
     lines: dict[tuple[Any, ...], int] = {}
+    # An alias repeats a node object; walking it again would cost the expanded size ("billion
+    # laughs"), and its fields already point at the anchor's lines.
+    seen: set[int] = set()
 
     def walk(n: yaml.Node, path: tuple[Any, ...]) -> None:
         lines[path] = n.start_mark.line + 1
+        if id(n) in seen:
+            return
+        seen.add(id(n))
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
                 key = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)

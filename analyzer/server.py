@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import re
+import sys
 import threading
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -33,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from analyzer.engine_metrics import EngineMetrics
-from analyzer.notify import redact_http_url
+from analyzer.redaction import redact_policy
 from analyzer.rollout import Command
 from analyzer.store import NotFound, Store, StoreError
 
@@ -43,24 +44,6 @@ _NAME = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
 _ROLLOUT = re.compile(rf"^/rollouts/(?P<name>{_NAME})$")
 _TICKS = re.compile(rf"^/rollouts/(?P<name>{_NAME})/ticks$")
 _COMMAND = re.compile(rf"^/rollouts/(?P<name>{_NAME})/(?P<cmd>promote|abort|pause|resume)$")
-
-
-def redact_policy(policy: dict[str, Any]) -> dict[str, Any]:
-    """A policy dump safe to show: webhook URLs cut to their host, header values masked."""
-    data = json.loads(json.dumps(policy))
-    spec = data.get("spec", {})
-    for n in spec.get("notifications", []) or []:
-        if "url" in n:
-            n["url"] = redact_http_url(n["url"])
-    for hook in (spec.get("gates") or {}).get("beforeStep", []) or []:
-        if "url" in hook:
-            hook["url"] = redact_http_url(hook["url"])
-        if hook.get("headers"):
-            hook["headers"] = {k: "***" for k in hook["headers"]}
-    metrics = spec.get("metrics") or {}
-    if metrics.get("headers"):
-        metrics["headers"] = {k: "***" for k in metrics["headers"]}
-    return data
 
 
 def check_token(header: str | None, token: str | None) -> int:
@@ -87,6 +70,7 @@ class ApiServer:
         handler = _make_handler(self)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
+        self.httpd.handle_error = self._handle_error  # type: ignore[method-assign]
         self._thread: threading.Thread | None = None
 
     @property
@@ -109,6 +93,13 @@ class ApiServer:
         self.httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    @staticmethod
+    def _handle_error(request: Any, client_address: Any) -> None:
+        # A client that vanished mid-answer (or sent garbage): one line, not the stdlib's
+        # traceback on stderr.
+        exc = sys.exc_info()[1]
+        log.info("request from %s dropped: %s", client_address[0], type(exc).__name__)
 
     # -- handlers (called by the request handler) ------------------------------------------
 
@@ -153,6 +144,7 @@ def _make_handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "canary-analyzer"
         protocol_version = "HTTP/1.1"
+        timeout = 30  # seconds a client may take to send its request (slow clients hold threads)
 
         def log_message(self, format: str, *args: Any) -> None:
             # The request line only (never headers: they carry the token).
@@ -174,6 +166,25 @@ def _make_handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
         def _error(self, status: int, message: str, **headers: str) -> None:
             self._send(status, {"error": HTTPStatus(status).phrase, "message": message},
                        headers=headers)
+
+        def send_error(self, code: int, message: str | None = None,
+                       explain: str | None = None) -> None:
+            # The stdlib's own refusals (malformed request line, URI too long, ...) in JSON too.
+            self.close_connection = True
+            try:
+                phrase = HTTPStatus(code).phrase
+            except ValueError:
+                phrase = "Error"
+            self._send(code, {"error": phrase, "message": message or phrase},
+                       headers={"Connection": "close"})
+
+        def _not_allowed(self) -> None:
+            self.close_connection = True  # an unread body must not become the next request
+            self._error(405, f"method {self.command} not allowed: GET reads, POST "
+                        "/rollouts/NAME/(promote|abort|pause|resume) writes (see /openapi.json)",
+                        Allow="GET, POST", Connection="close")
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _not_allowed
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
@@ -211,9 +222,18 @@ def _make_handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             path = urlsplit(self.path).path.rstrip("/")
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= 65536:
+                self.close_connection = True  # the body cannot be drained safely
+                self._error(400 if length < 0 else 413,
+                            "Content-Length must be a number of bytes up to 65536 (the write "
+                            "calls take no body)", Connection="close")
+                return
             if length:
-                self.rfile.read(min(length, 65536))  # body unused; drain it
+                self.rfile.read(length)  # body unused; drain it
             m = _COMMAND.match(path)
             if not m:
                 self._error(404, f"no route POST {path} (see /openapi.json)")

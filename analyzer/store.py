@@ -372,7 +372,10 @@ def dumps(value: Any) -> str | None:
     """Strict JSON (PostgreSQL rejects NaN/Infinity): non-finite floats become strings."""
     if value is None:
         return None
-    return json.dumps(_finite(value), separators=(",", ":"), sort_keys=True)
+    try:  # the common case, in C: no NaN or infinity anywhere
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (ValueError, TypeError):  # NaN/infinity, or keys json cannot sort or write
+        return json.dumps(_finite(value), separators=(",", ":"), sort_keys=True)
 
 
 def loads(value: str | None) -> Any:
@@ -493,6 +496,14 @@ class Store:
             return True
         except SQLAlchemyError:
             return False
+
+    def check_writable(self, rollout_id: int) -> None:
+        """StoreError unless a write transaction commits (it touches the rollout's
+        `updated_at`; SQLite skips writes that change nothing): the engine asks before moving
+        traffic again after a failed commit."""
+        with self._tx() as conn:
+            conn.execute(update(rollouts).where(rollouts.c.id == rollout_id)
+                         .values(updated_at=datetime.now(UTC)))
 
     def dispose(self) -> None:
         self.engine.dispose()

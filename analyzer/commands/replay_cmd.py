@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,17 @@ class ReplayResult:
         }
 
 
-def replay_rollout(policy: Policy, lines: list[ReplayLine], file: str) -> ReplayResult:
-    """Run one recorded rollout through a fresh Judge (pure: no I/O)."""
+def replay_rollout(policy: Policy, lines: list[ReplayLine], file: str, *,
+                   latency_bounds: Mapping[str, float | None] | None = None) -> ReplayResult:
+    """Run one recorded rollout through a fresh Judge (pure: no I/O).
+
+    Latency bounds are picked on the first window's stable traffic (which the latency tests
+    then leave out), unless `latency_bounds` gives one for every latency test: a backtest of a
+    recorded rollout passes the engine's, picked on its pre-rollout baseline."""
     steps = [s for s in policy.spec.strategy.weight_steps() if isinstance(s, int)]
     judge = Judge(policy)
-    judge.set_baseline(None)
+    if not (latency_bounds and judge.use_latency_bounds(latency_bounds)):
+        judge.set_baseline(None)
     idx = 0
     judge.start_step(lines[0].samples.t0, steps[0])
     out = ReplayResult(file)

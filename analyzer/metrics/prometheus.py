@@ -51,6 +51,7 @@ from analyzer.policy import (
     Target,
     ThresholdCheck,
 )
+from analyzer.redaction import mask_userinfo
 from analyzer.types import Histogram, Samples, VersionSample
 
 __all__ = [
@@ -161,6 +162,8 @@ class _Client:
         session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.address = address.rstrip("/")
+        # reasons are recorded in the store and shown in reports: never with a password
+        self.shown_address = mask_userinfo(self.address)
         self.timeout = timeout
         self.retries = retries
         self.sleep = sleep
@@ -202,9 +205,11 @@ class _Client:
                 if "timed out" in str(e).lower():  # urllib3 wraps read timeouts this way
                     last = _QueryFailed(f"timed out after {self.timeout:g}s", True)
                 else:
-                    last = _QueryFailed(f"cannot connect to {self.address} ({_short(e)})", True)
+                    last = _QueryFailed(
+                        f"cannot connect to {self.shown_address} ({_short(e)})", True)
             except (requests.RequestException, ValueError, KeyError) as e:
-                last = _QueryFailed(f"bad answer from {self.address}: {_short(e)}", True)
+                last = _QueryFailed(
+                    f"bad answer from {self.shown_address}: {_short(e)}", True)
             if not last.retryable:
                 break
         assert last is not None

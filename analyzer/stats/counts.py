@@ -38,6 +38,7 @@ the judge uses one stream. State is O(grid) per stream and start; no history is 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,18 @@ _OFFSETS = np.linspace(0.01, 3.0, 100)
 # full grid of log-ratios for the estimate and the confidence sequence (ratios 1/50 .. 50)
 _CS_GRID = np.linspace(math.log(1 / 50), math.log(50), 161)
 _CS_PRIOR_SCALE = 0.5  # two-sided normal prior on log r around each null, for the CS
+
+
+@functools.cache
+def _cs_mixture_weights() -> Array:
+    """Column j: the prior over alternatives for the point null _CS_GRID[j] (read-only; it
+    depends on module constants only, so it is built once rather than on every tick)."""
+    d = _CS_GRID[:, None] - _CS_GRID[None, :]
+    w = np.exp(-0.5 * (d / _CS_PRIOR_SCALE) ** 2)
+    np.fill_diagonal(w, 0.0)
+    w /= w.sum(axis=0, keepdims=True)
+    w.setflags(write=False)
+    return w
 _DISPERSION_PRIOR = 10.0  # pseudo-intervals at phi = 1 before the first Pearson statistics
 
 
@@ -224,10 +237,7 @@ class CountTest:
         if not self.compute_cs:
             nan = np.full(self.streams, np.nan)
             return nan, nan
-        d = _CS_GRID[:, None] - _CS_GRID[None, :]
-        w = np.exp(-0.5 * (d / _CS_PRIOR_SCALE) ** 2)
-        np.fill_diagonal(w, 0.0)
-        w /= w.sum(axis=0, keepdims=True)  # column j: prior over alternatives for null j
+        w = _cs_mixture_weights()
         m = self.ll_cs.max(axis=1, keepdims=True)
         num = np.exp(self.ll_cs - m) @ w  # (B, G): sum_k w_kj L_k / exp(m)
         with np.errstate(divide="ignore"):
