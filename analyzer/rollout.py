@@ -334,6 +334,10 @@ class RolloutMachine:
         failures = t.before.router_failures + 1
         before = t.before
         if t.reset:
+            # A rollback has its own budget: refusals of the forward step that turned into it
+            # do not count (else a rollback after ROUTER_FAILURE_LIMIT refused steps would
+            # fail the rollout on its first refusal).
+            failures = failures if before.rollback_pending else 1
             if failures >= ROUTER_FAILURE_LIMIT:
                 after = replace(before, phase=Phase.FAILED, router_failures=failures,
                                 rollback_pending=False,

@@ -44,6 +44,16 @@ _NAME = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
 _ROLLOUT = re.compile(rf"^/rollouts/(?P<name>{_NAME})$")
 _TICKS = re.compile(rf"^/rollouts/(?P<name>{_NAME})/ticks$")
 _COMMAND = re.compile(rf"^/rollouts/(?P<name>{_NAME})/(?P<cmd>promote|abort|pause|resume)$")
+_GET_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/rollouts")
+
+
+def allowed_methods(path: str) -> tuple[str, ...]:
+    """The methods a path answers (empty: no such route). The `Allow` header of a 405."""
+    if path in _GET_PATHS or _ROLLOUT.match(path) or _TICKS.match(path):
+        return ("GET",)
+    if _COMMAND.match(path):
+        return ("POST",)
+    return ()
 
 
 def check_token(header: str | None, token: str | None) -> int:
@@ -170,6 +180,11 @@ def _make_handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
         def send_error(self, code: int, message: str | None = None,
                        explain: str | None = None) -> None:
             # The stdlib's own refusals (malformed request line, URI too long, ...) in JSON too.
+            if code == HTTPStatus.NOT_IMPLEMENTED:
+                # a method with no do_* handler (TRACE, CONNECT, anything): the resource
+                # exists, the method does not apply to it
+                self._not_allowed()
+                return
             self.close_connection = True
             try:
                 phrase = HTTPStatus(code).phrase
@@ -180,15 +195,24 @@ def _make_handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
 
         def _not_allowed(self) -> None:
             self.close_connection = True  # an unread body must not become the next request
-            self._error(405, f"method {self.command} not allowed: GET reads, POST "
-                        "/rollouts/NAME/(promote|abort|pause|resume) writes (see /openapi.json)",
-                        Allow="GET, POST", Connection="close")
+            path = urlsplit(self.path).path.rstrip("/") or "/"
+            allowed = allowed_methods(path)
+            if not allowed:
+                self._error(404, f"no route {self.command} {path} (see /openapi.json)",
+                            Connection="close")
+                return
+            self._error(405, f"method {self.command} not allowed on {path}: "
+                        f"{', '.join(allowed)} only (see /openapi.json)",
+                        Allow=", ".join(allowed), Connection="close")
 
         do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _not_allowed
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             path, query = url.path.rstrip("/") or "/", parse_qs(url.query)
+            if allowed_methods(path) == ("POST",):
+                self._not_allowed()
+                return
             try:
                 if path == "/healthz":
                     self._send(200, {"status": "ok"})
@@ -236,7 +260,7 @@ def _make_handler(api: ApiServer) -> type[BaseHTTPRequestHandler]:
                 self.rfile.read(length)  # body unused; drain it
             m = _COMMAND.match(path)
             if not m:
-                self._error(404, f"no route POST {path} (see /openapi.json)")
+                self._not_allowed()
                 return
             status = api.authorize(self.headers.get("Authorization"))
             if status == 403:
@@ -293,13 +317,15 @@ OPENAPI: dict[str, Any] = {
         "/rollouts": {"get": {"summary": "Newest run of every policy", "responses": {"200": {
             "description": "rollouts", "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"rollouts": {"type": "array", "items": {
-                    "$ref": "#/components/schemas/Rollout"}}}}}}}}}},
+                    "$ref": "#/components/schemas/Rollout"}}}}}}},
+            "503": {"description": "store unreachable"}}}},
         "/rollouts/{name}": {"get": {
             "summary": "One rollout with pending commands, weight changes and events",
             "parameters": [_NAME_PARAM],
             "responses": {"200": {"description": "rollout", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Rollout"}}}},
-                "404": {"description": "unknown rollout"}}}},
+                "404": {"description": "unknown rollout"},
+                "503": {"description": "store unreachable"}}}},
         "/rollouts/{name}/ticks": {"get": {
             "summary": "Decision log", "parameters": [
                 _NAME_PARAM,
@@ -308,7 +334,10 @@ OPENAPI: dict[str, Any] = {
                 {"name": "full", "in": "query", "schema": {"type": "boolean"}}],
             "responses": {"200": {"description": "ticks", "content": {"application/json": {
                 "schema": {"type": "object", "properties": {"ticks": {
-                    "type": "array", "items": {"$ref": "#/components/schemas/Tick"}}}}}}}}}},
+                    "type": "array", "items": {"$ref": "#/components/schemas/Tick"}}}}}}},
+                "400": {"description": "a query parameter that is not a number"},
+                "404": {"description": "unknown rollout"},
+                "503": {"description": "store unreachable"}}}},
         **{f"/rollouts/{{name}}/{cmd}": {"post": {
             "summary": f"Queue a manual {cmd}", "security": [{"bearer": []}],
             "parameters": [_NAME_PARAM],

@@ -168,6 +168,25 @@ def test_refused_rollback_stays_pending_then_fails():
     assert last.after.phase is Phase.FAILED
 
 
+def test_rollback_after_refused_steps_gets_its_own_retries():
+    m = RolloutMachine.for_policy(make_policy())
+    state = m.on_time(RolloutState(), T0).after
+    for _ in range(ROUTER_FAILURE_LIMIT - 1):
+        state = m.router_failed(m.on_decision(state, PROMOTE, T0), T0, "HTTP 500").after
+    to_rollback = m.router_failed(m.on_decision(state, PROMOTE, T0), T0, "HTTP 500")
+    assert to_rollback.reset  # the engine tries it at once; the API refuses again:
+    t = m.router_failed(to_rollback, T0, "HTTP 500")
+    assert t.action == "rollback-retry" and t.after.rollback_pending
+    assert t.after.router_failures == 1 and t.after.phase is Phase.PROGRESSING
+    state = t.after
+    for k in range(2, ROUTER_FAILURE_LIMIT):
+        state = m.router_failed(m.on_time(state, T0), T0, "HTTP 500").after
+        assert state.rollback_pending and state.router_failures == k
+    last = m.router_failed(m.on_time(state, T0), T0, "HTTP 500")
+    assert last.after.phase is Phase.FAILED
+    assert f"rollback failed {ROUTER_FAILURE_LIMIT} times" in last.after.reason
+
+
 def test_state_json_roundtrip():
     m = RolloutMachine.for_policy(make_policy(steps="[20, {pause: {duration: 1m}}, 50]"))
     state = m.on_time(RolloutState(), T0).after

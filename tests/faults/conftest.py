@@ -119,11 +119,18 @@ class LogAudit:
     orphans: int  # weight changes naming a tick that does not exist
     promotions_without_data: int
     phase: Phase
+    weight: int  # the store's final weight
     problems: tuple[str, ...]
 
     @property
     def lost(self) -> int:
         return self.gaps + self.breaks + self.seq_mismatch + self.orphans
+
+    def finished_correctly(self, router_weight: int | None) -> bool:
+        """What the summary counts as a rollout finished correctly: it succeeded, its
+        decision log is complete, and the router holds the weight the store recorded."""
+        return (self.phase is Phase.SUCCEEDED and not self.problems
+                and router_weight == self.weight)
 
 
 def audit_log(store: Store, rollout_id: int) -> LogAudit:
@@ -161,7 +168,7 @@ def audit_log(store: Store, rollout_id: int) -> LogAudit:
         problems.append(f"{len(terminal)} ticks finished the rollout")
         breaks += len(terminal) - 1
     return LogAudit(len(ticks), gaps, breaks, mismatch, orphans, no_data, rec.phase,
-                    tuple(problems))
+                    rec.state.weight, tuple(problems))
 
 
 # --------------------------------------------------------------------------- policies

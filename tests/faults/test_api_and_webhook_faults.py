@@ -69,7 +69,14 @@ def test_api_server_500s_conflict_storms_and_timeouts(tmp_path: Path, kube: Kube
     try:
         rid = wait_for(lambda: store.list_rollouts() and store.list_rollouts()[0].id, 30,
                        "the rollout")
-        for _ in range(rounds):
+        for r in range(rounds):
+            if r:
+                # Let a write succeed between rounds: ROUTER_FAILURE_LIMIT refusals in a row
+                # turn a forward step into a rollback by design, which is not this case.
+                seq0 = store.get(rid).tick_seq
+                wait_for(lambda s0=seq0: not store.get(rid).active or (
+                    store.get(rid).tick_seq > s0 and store.get(rid).state.router_failures == 0),
+                    60, "a tick the router accepted")
             for name, inject in faults:
                 if not store.get(rid).active:
                     break
@@ -87,8 +94,7 @@ def test_api_server_500s_conflict_storms_and_timeouts(tmp_path: Path, kube: Kube
         w.weight_before for w in changes if w.cause == "reconcile"} | {0}
     held = _held_weights(kube, policy)
     refused = [t for t in store.ticks(rid) if t.action == "router-hold"]
-    correct = (rec.phase is Phase.SUCCEEDED and not audit.problems
-               and kube.weight(policy) == rec.state.weight and set(held) <= recorded)
+    correct = audit.finished_correctly(kube.weight(policy)) and set(held) <= recorded
     for name, n in injected.items():
         ledger.record(f"API server {name}", injected=n, correct=correct, lost=audit.lost)
     assert len(injected) == len(faults), f"the rollout ended before every fault: {injected}"
@@ -141,8 +147,7 @@ def test_webhook_receivers_hanging(tmp_path: Path, kube: Kube, ledger: FaultLedg
         text_log = log.read_text(errors="replace")
         final = store.get(rec.id)
         audit = audit_log(store, rec.id)
-        correct = (final.phase is Phase.SUCCEEDED and not audit.problems
-                   and kube.weight(policy) == final.state.weight)
+        correct = audit.finished_correctly(kube.weight(policy))
         ledger.record("webhook receiver hanging (gate, notification)", injected=2,
                       correct=correct, lost=audit.lost)
         assert not audit.problems, audit.problems

@@ -86,8 +86,7 @@ def _run_with_outages(name: str, fault: str, address: str, timeout: str, tmp_pat
     rec = store.latest(name)
     audit = audit_log(store, rec.id)
     resumed = [t for t in store.ticks(rec.id) if t.decision == "promote"]
-    correct = (rec.phase is Phase.SUCCEEDED and not audit.problems
-               and kube.weight(policy) == rec.state.weight)
+    correct = audit.finished_correctly(kube.weight(policy))
     ledger.record(fault, injected=injected, correct=correct, lost=audit.lost)
     assert injected >= 1 and held >= 3
     assert audit.promotions_without_data == 0 and not audit.problems, audit.problems

@@ -88,8 +88,7 @@ def test_sqlite_disk_full(tmp_path: Path, tiny_disk: Path, kube: Kube,
     text_log = log.read_text(errors="replace")
     final = store.get(rec.id)
     audit = audit_log(store, rec.id)
-    correct = (final.phase is Phase.SUCCEEDED and not audit.problems
-               and kube.weight(policy) == final.state.weight)
+    correct = audit.finished_correctly(kube.weight(policy))
     ledger.record("SQLite disk full", injected=injected, correct=correct, lost=audit.lost)
     assert "Traceback" not in text_log, text_log[-3000:]
     assert "not recorded" in text_log and "database or disk is full" in text_log
@@ -144,8 +143,7 @@ def test_postgres_stopped_and_started(tmp_path: Path, pg_cluster: PgCluster, kub
     text_log = log.read_text(errors="replace")
     final = store.latest("pgdown")
     audit = audit_log(store, final.id)
-    correct = (final.phase is Phase.SUCCEEDED and not audit.problems
-               and kube.weight(policy) == final.state.weight)
+    correct = audit.finished_correctly(kube.weight(policy))
     ledger.record("PostgreSQL stopped and started", injected=injected, correct=correct,
                   lost=audit.lost)
     assert "Traceback" not in text_log, text_log[-3000:]

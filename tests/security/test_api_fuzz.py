@@ -1,8 +1,8 @@
 """The HTTP API under hostile input (hypothesis): whatever the method, path, query, headers or
 body, the answer is a JSON error or a documented success, never a 500, never a traceback, and
-the server keeps serving. Then an OpenAPI-driven pass (what schemathesis would do, without its
-dependencies): every documented operation, with generated parameters, answers with a status
-its description lists, and 200 bodies validate against the documented schema."""
+the server keeps serving. Then an OpenAPI-driven pass of our own (schemathesis itself runs in
+test_api_schemathesis.py): every documented operation, with generated parameters, answers
+with a status its description lists, and 200 bodies validate against the documented schema."""
 
 from __future__ import annotations
 
