@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000])
     ap.add_argument("--rounds", type=int, nargs="+", default=[3, 2, 2],
                     help="rounds per size (the first one is the start round)")
-    ap.add_argument("--steady-ticks", type=int, nargs="+", default=[100, 500, 500],
+    ap.add_argument("--steady-ticks", type=int, nargs="+", default=[100, 1000, 5000],
                     help="ticks measured per steady round and size (the earliest in the round)")
     ap.add_argument("--services", type=int, default=SERVICES)
     ap.add_argument("--worker", nargs=4, metavar=("N", "ROUNDS", "ADDRESS", "CAP"),

@@ -292,11 +292,19 @@ class QueryCoalescer:
 
     Every live `PrometheusMetricSource` registers its slice (namespace, service, versions). The
     first rollout to ask for a (Prometheus, preset, labels, metric, t0, t1) builds one query over
-    the union of all registered slices, grouped by (namespace, service, version); the others in
-    the same second read their slice from that answer (concurrent callers wait for it); a
-    rollout asking again for a tick it already had gets a new query. A source that is
-    garbage-collected or `close()`d leaves the union. `queries` counts the queries this
-    coalescer started (one per metric per tick and group, retries aside).
+    the union of the registered slices likely to ask for the same window, grouped by
+    (namespace, service, version); the others in the same second read their slice from that
+    answer (concurrent callers wait for it); a rollout asking again for a tick it already had
+    gets a new query. A source that is garbage-collected or `close()`d leaves the union.
+    `queries` counts the queries this coalescer started (one per metric per tick and group,
+    retries aside).
+
+    "Likely to ask": a slice whose last window ended at this t0 (its ticks are in step with
+    the asker's), one in the middle of this very window (its other metrics), or one that has
+    not asked yet. Rollouts ticking at other seconds, and one-off windows such as a rollout's
+    pre-rollout baseline, are left out: with every slice in every query, each query would cost
+    Prometheus (and the parsing) O(all rollouts) while serving only those ticking together.
+    A slice left out that asks after all simply runs its own query.
     """
 
     def __init__(self, ttl: float = 120.0) -> None:
@@ -306,6 +314,7 @@ class QueryCoalescer:
         self._members: dict[_BatchKey, dict[int, _Member]] = {}
         self._cache: dict[tuple[Any, ...], _Entry] = {}
         self._clients: dict[_BatchKey, _Client] = {}
+        self._last_window: dict[tuple[_BatchKey, _Member], tuple[Any, Any]] = {}
         self._next = 0
 
     def register(self, key: _BatchKey, member: _Member) -> int:
@@ -318,7 +327,9 @@ class QueryCoalescer:
         with self._lock:
             group = self._members.get(key)
             if group is not None:
-                group.pop(token, None)
+                member = group.pop(token, None)
+                if member is not None and member not in group.values():
+                    self._last_window.pop((key, member), None)
                 if not group:
                     del self._members[key]
                     self._clients.pop(key, None)
@@ -335,6 +346,7 @@ class QueryCoalescer:
         execute: Callable[[frozenset[_Member]], _MetricResult],
     ) -> _MetricResult:
         cache_key = (key, *tick)
+        window = tuple(tick[1:])  # (t0, t1)
         now = time.monotonic()
         with self._lock:
             self._evict(now)
@@ -342,7 +354,9 @@ class QueryCoalescer:
             # A rollout asking twice for the same tick wants fresh data (a retry, a recovery),
             # not the answer it already had.
             if entry is None or member not in entry.members or member in entry.served:
-                members = frozenset(self._members.get(key, {}).values()) | {member}
+                members = frozenset(
+                    m for m in self._members.get(key, {}).values()
+                    if self._may_ask(key, m, window)) | {member}
                 entry = _Entry(members=members, created=now)
                 self._cache[cache_key] = entry
                 leader = True
@@ -350,6 +364,7 @@ class QueryCoalescer:
             else:
                 leader = False
             entry.served.add(member)
+            self._last_window[(key, member)] = window
         if not leader:
             entry.event.wait()
             assert entry.result is not None
@@ -361,6 +376,10 @@ class QueryCoalescer:
         finally:
             entry.event.set()
         return entry.result
+
+    def _may_ask(self, key: _BatchKey, member: _Member, window: tuple[Any, ...]) -> bool:
+        last = self._last_window.get((key, member))
+        return last is None or last == window or last[1] == window[0]
 
     def _evict(self, now: float) -> None:
         old = [k for k, e in self._cache.items() if e.event.is_set() and now - e.created > self.ttl]

@@ -85,6 +85,28 @@ def test_next_tick_queries_again_and_closed_sources_leave(prom: PrometheusServer
     assert 'service=~"svc0|svc1"' in r.queries[0]
 
 
+def test_only_rollouts_in_step_join_a_shared_query(prom: PrometheusServer) -> None:
+    """A rollout ticking at another second, or a one-off window (a pre-rollout baseline), is
+    not dragged into everyone's queries: each query costs what the rollouts sharing it use."""
+    session = CountingSession()
+    sources = _fleet(prom, 4, session, QueryCoalescer())
+    mid = datetime.fromtimestamp(datasets.T0 + 300, UTC)
+    first = [s.fetch(T0, mid) for s in sources[:2]]  # in step
+    assert all(r.ok for r in first)
+    assert sources[2].fetch(T0, datetime.fromtimestamp(datasets.T0 + 290, UTC)).ok  # off step
+    # nobody had asked yet: all four were in the first query
+    assert 'service=~"svc0|svc1|svc2|svc3"' in first[0].queries[0], first[0].queries[0]
+    before = len(session.sent)
+    r = sources[0].fetch(mid, T1)  # the next tick of the in-step pair (and svc3, new)
+    assert r.ok
+    assert 'service=~"svc0|svc1|svc3"' in r.queries[0], r.queries[0]
+    assert sources[1].fetch(mid, T1).ok and len(session.sent) == before + 3  # shared
+    # a baseline-like window of svc3's own: nobody else is in it
+    base = sources[3].fetch(datetime.fromtimestamp(datasets.T0 - 600, UTC), T0)
+    assert 'service=~"svc3"' in base.queries[0] or 'service="svc3"' in base.queries[0], (
+        base.queries[0])
+
+
 def test_different_presets_do_not_share(prom: PrometheusServer) -> None:
     session = CountingSession()
     coalescer = QueryCoalescer()
