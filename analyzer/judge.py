@@ -146,6 +146,17 @@ class _RatioRunner:
         self.step_seconds += seconds
         return self.verdict(res)
 
+    def _step_text(self, res: CountTestResult) -> str:
+        """The current step's own ratio, when it is not the whole rollout's. The regression
+        evidence mixes e-processes started at each step (a regression may begin at a higher
+        weight), while the estimate and interval cover every step; without this, "ratio 1.2
+        [1, 1.4] exceeds tolerance 1.25" would read as a contradiction."""
+        x, y, n_c, n_s = self.step
+        if min(y, n_c, n_s) <= 0 or n_c >= res.canary_exposure:
+            return ""
+        return (f" (this step alone: ratio {fmt_num((x / n_c) / (y / n_s))}, {int(x)} in "
+                f"{int(n_c)} canary vs {int(y)} in {int(n_s)} stable)")
+
     def verdict(self, res: CountTestResult) -> Verdict:
         thr = 1 / self.alpha
         r0 = self.test.r_up
@@ -197,7 +208,7 @@ class _RatioRunner:
         if res.e_regression >= thr:
             return Verdict(
                 outcome=Outcome.REGRESSION,
-                reason=f"{est_text} exceeds tolerance {fmt_num(r0)}, "
+                reason=f"{est_text}{self._step_text(res)} exceeds tolerance {fmt_num(r0)}, "
                 f"e={fmt_num(res.e_regression)} >= {fmt_num(thr)}",
                 evidence=res.e_regression,
                 evidence_kind="e-value",

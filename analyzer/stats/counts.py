@@ -158,6 +158,11 @@ class CountTest:
         self.pearson_sum = np.zeros(b)
         self.pearson_n = np.zeros(b)
         self.totals = np.zeros((b, 4))  # x, y, n_c, n_s
+        # the same over informative intervals only (both versions had requests): the ratio's
+        # estimate and the dispersion's plug-in must not see a version's errors from an
+        # interval where the other version had no traffic (the first window after a weight
+        # change often has no canary requests yet)
+        self.info_totals = np.zeros((b, 4))
 
     # ------------------------------------------------------------------ updating
 
@@ -183,7 +188,6 @@ class CountTest:
         if (n_c_a < 0).any() or (n_s_a < 0).any() or (x_a < 0).any() or (y_a < 0).any():
             raise ValueError("counts must be non-negative")
         temper = 1.0 / self.dispersion()  # predictable: from intervals before this one
-        r_hat = self._estimate_log()  # predictable, for the Pearson statistic
         l_up0 = math.log(self.r_up)
         l_dn0 = math.log(self.r_down)
         pts = np.concatenate(([l_up0, l_dn0], self.log_alt_up, self.log_alt_down))
@@ -195,19 +199,23 @@ class CountTest:
         self.llr_down += inc_down
         self.ll_cs += _loglik(_CS_GRID, n_c_a, x_a, n_s_a, y_a) * temper[:, None]
         if self.robust:
-            self._update_dispersion(n_c_a, x_a, n_s_a, y_a, r_hat)
-        self.totals += np.stack([x_a, y_a, n_c_a, n_s_a], axis=1)
+            self._update_dispersion(n_c_a, x_a, n_s_a, y_a)
+        counts = np.stack([x_a, y_a, n_c_a, n_s_a], axis=1)
+        self.totals += counts
+        self.info_totals += np.where(((n_c_a > 0) & (n_s_a > 0))[:, None], counts, 0.0)
         return self.result()
 
-    def _update_dispersion(
-        self, n_c: Array, x: Array, n_s: Array, y: Array, log_r_hat: Array
-    ) -> None:
+    def _update_dispersion(self, n_c: Array, x: Array, n_s: Array, y: Array) -> None:
         t = x + y
-        past = self.totals[:, 0] + self.totals[:, 1]
+        px, py, pnc, pns = self.info_totals.T
+        past = px + py
         # no estimate before the first events: nothing to compare with yet
-        ok = (n_c > 0) & (n_s > 0) & (t > 0) & (past > 0) & np.isfinite(log_r_hat)
-        lr = np.where(ok, log_r_hat, 0.0)
+        ok = (n_c > 0) & (n_s > 0) & (t > 0) & (past > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
+            # predictable plug-in ratio from past informative intervals, half an event added
+            # to each version: a version with no errors yet must not give pi = 0 (a boundary
+            # estimate would make the next interval's statistic, and the dispersion, explode)
+            lr = np.where(ok, np.log((px + 0.5) / pnc) - np.log((py + 0.5) / pns), 0.0)
             pi = n_c * np.exp(lr) / (n_c * np.exp(lr) + n_s)
             # predictive variance: binomial noise plus the plug-in estimate's own error
             var = t * pi * (1 - pi) * (1 + t / np.maximum(past, 1.0))
@@ -228,7 +236,7 @@ class CountTest:
         return np.exp(self.llr_down) @ self.w_down
 
     def _estimate_log(self) -> Array:
-        has = (self.totals[:, 0] + self.totals[:, 1]) > 0
+        has = (self.info_totals[:, 0] + self.info_totals[:, 1]) > 0
         est = _CS_GRID[np.argmax(self.ll_cs, axis=1)]
         return np.where(has, est, np.nan)
 
@@ -291,6 +299,7 @@ class CountTest:
             "ll_cs": self.ll_cs[0].tolist(),
             "pearson": [float(self.pearson_sum[0]), float(self.pearson_n[0])],
             "totals": self.totals[0].tolist(),
+            "info_totals": self.info_totals[0].tolist(),
         }
 
     @classmethod
@@ -311,6 +320,8 @@ class CountTest:
         t.pearson_sum = np.array([state["pearson"][0]])
         t.pearson_n = np.array([state["pearson"][1]])
         t.totals = np.asarray(state["totals"], dtype=float)[None]
+        # states written before informative totals were kept: the totals are the best guess
+        t.info_totals = np.asarray(state.get("info_totals", state["totals"]), dtype=float)[None]
         return t
 
 

@@ -130,6 +130,33 @@ def test_no_information_intervals_leave_state_unchanged() -> None:
     assert before.e_regression == pytest.approx(1.0)
 
 
+def test_no_information_intervals_do_not_change_what_follows() -> None:
+    """The first window after a weight change often has no canary requests yet: its stable
+    errors must not become a ratio estimate of 1/50 that inflates the dispersion (it did:
+    a 2x regression then took 52 ticks instead of 3)."""
+    data = [(3000, 60, 27000, 270)] * 6
+    plain, after_gap = CountTest(0.25, 0.01), CountTest(0.25, 0.01)
+    after_gap.update(0, 0, 30000, 300)
+    after_gap.update(3000, 4, 0, 0)
+    assert math.isnan(after_gap.result().estimate)  # nothing compared yet
+    for row in data:
+        a, b = plain.update(*row), after_gap.update(*row)
+        assert b.e_regression == pytest.approx(a.e_regression)
+        assert b.dispersion == pytest.approx(a.dispersion)
+        assert b.estimate == pytest.approx(a.estimate)
+    assert b.e_regression > 1e5 and b.canary_exposure == a.canary_exposure + 3000
+
+
+def test_first_interval_without_canary_errors_does_not_explode_the_dispersion() -> None:
+    """A boundary estimate (no canary errors yet: ratio 0) used as the plug-in made the next
+    interval's Pearson statistic huge; the plug-in adds half an event per version."""
+    t = CountTest(0.25, 0.01)
+    t.update(300, 0, 2700, 27)  # 3 canary errors expected, none seen (5 % of the time)
+    for _ in range(5):
+        r = t.update(300, 3, 2700, 27)
+    assert r.dispersion < 1.5, r.dispersion
+
+
 def test_confidence_sequence_covers_the_true_ratio() -> None:
     t = CountTest(0.25, 0.05, streams=400, robust=False)
     rng = np.random.default_rng(18)

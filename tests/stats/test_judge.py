@@ -66,6 +66,24 @@ def test_clear_regression_rolls_back_with_numbers_in_the_reason() -> None:
     assert i >= 1  # the per-interval cap: one interval never decides alone
 
 
+def test_regression_in_a_later_step_names_the_steps_own_ratio() -> None:
+    """A long healthy first step dilutes the whole-rollout estimate; the rollback reason then
+    also gives the step's own ratio, so it does not read "ratio < tolerance exceeds it"."""
+    j = Judge(policy())
+    j.start_step(T0, 10)
+    run(j, 60, lambda i: samples(i, 3000, 30, 27000, 270), stop_on=())  # healthy, 1 %
+    j.start_step(T0 + 60 * STEP, 50)
+    i, d = run(j, 60, lambda i: samples(60 + i, 15000, 300, 15000, 150, w=50))  # 2x
+    assert d.action == Action.ROLLBACK, d.reason
+    assert "this step alone: ratio 2," in d.reason, d.reason
+    x, n = d.reason.split("this step alone: ")[1].split(" canary")[0].split(", ")[1].split(" in ")
+    assert int(n) == 15000 * (i + 1) and int(x) == 300 * (i + 1)
+    first = Judge(policy())
+    first.start_step(T0, 10)
+    _, d1 = run(first, 40, lambda i: samples(i, 3000, 90, 27000, 270))
+    assert "this step alone" not in d1.reason  # one step: the estimate is the step's
+
+
 def test_hold_before_min_duration_then_promote_with_zero_errors() -> None:
     j = Judge(policy(analysis="{minStepDuration: 5m}"))
     j.start_step(T0, 10)
