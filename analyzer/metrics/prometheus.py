@@ -32,6 +32,7 @@ import re
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -285,6 +286,7 @@ class _Entry:
     event: threading.Event = field(default_factory=threading.Event)
     result: _MetricResult | None = None
     served: set[_Member] = field(default_factory=set)
+    earlier: frozenset[_Member] = frozenset()  # served by earlier answers for the same tick
 
 
 class QueryCoalescer:
@@ -301,9 +303,10 @@ class QueryCoalescer:
 
     "Likely to ask": a slice whose last window ended at this t0 (its ticks are in step with
     the asker's), one in the middle of this very window (its other metrics), or one that has
-    not asked yet. Rollouts ticking at other seconds, and one-off windows such as a rollout's
-    pre-rollout baseline, are left out: with every slice in every query, each query would cost
-    Prometheus (and the parsing) O(all rollouts) while serving only those ticking together.
+    not asked yet; minus those an earlier answer for the same tick already served. Rollouts
+    ticking at other seconds, and one-off windows such as a rollout's pre-rollout baseline,
+    are left out: with every slice in every query, each query would cost Prometheus (and the
+    parsing) O(all rollouts) while serving only those ticking together.
     A slice left out that asks after all simply runs its own query.
     """
 
@@ -311,27 +314,25 @@ class QueryCoalescer:
         self.ttl = ttl
         self.queries = 0
         self._lock = threading.Lock()
-        self._members: dict[_BatchKey, dict[int, _Member]] = {}
+        self._groups: dict[_BatchKey, _Group] = {}
         self._cache: dict[tuple[Any, ...], _Entry] = {}
+        self._created: deque[tuple[float, tuple[Any, ...], _Entry]] = deque()
         self._clients: dict[_BatchKey, _Client] = {}
-        self._last_window: dict[tuple[_BatchKey, _Member], tuple[Any, Any]] = {}
         self._next = 0
 
     def register(self, key: _BatchKey, member: _Member) -> int:
         with self._lock:
             self._next += 1
-            self._members.setdefault(key, {})[self._next] = member
+            self._groups.setdefault(key, _Group()).add(self._next, member)
             return self._next
 
     def unregister(self, key: _BatchKey, token: int) -> None:
         with self._lock:
-            group = self._members.get(key)
+            group = self._groups.get(key)
             if group is not None:
-                member = group.pop(token, None)
-                if member is not None and member not in group.values():
-                    self._last_window.pop((key, member), None)
-                if not group:
-                    del self._members[key]
+                group.remove(token)
+                if not group.tokens:
+                    del self._groups[key]
                     self._clients.pop(key, None)
 
     def client(self, key: _BatchKey, make: Callable[[], _Client]) -> _Client:
@@ -345,26 +346,29 @@ class QueryCoalescer:
         self, key: _BatchKey, member: _Member, tick: tuple[Any, ...],
         execute: Callable[[frozenset[_Member]], _MetricResult],
     ) -> _MetricResult:
+        """`tick` is (metric, t0, t1); `execute(members)` runs the shared query."""
         cache_key = (key, *tick)
-        window = tuple(tick[1:])  # (t0, t1)
+        window = (tick[1], tick[2])
         now = time.monotonic()
         with self._lock:
             self._evict(now)
+            group = self._groups.get(key) or _Group()
             entry = self._cache.get(cache_key)
             # A rollout asking twice for the same tick wants fresh data (a retry, a recovery),
             # not the answer it already had.
             if entry is None or member not in entry.members or member in entry.served:
-                members = frozenset(
-                    m for m in self._members.get(key, {}).values()
-                    if self._may_ask(key, m, window)) | {member}
-                entry = _Entry(members=members, created=now)
+                # those earlier answers for this very tick served will not ask again
+                done = entry.earlier | entry.served if entry is not None else frozenset()
+                entry = _Entry(members=(group.may_ask(window) - done) | {member}, created=now,
+                               earlier=done)
                 self._cache[cache_key] = entry
+                self._created.append((now, cache_key, entry))
                 leader = True
                 self.queries += 1
             else:
                 leader = False
             entry.served.add(member)
-            self._last_window[(key, member)] = window
+            group.asked(member, window)
         if not leader:
             entry.event.wait()
             assert entry.result is not None
@@ -377,14 +381,73 @@ class QueryCoalescer:
             entry.event.set()
         return entry.result
 
-    def _may_ask(self, key: _BatchKey, member: _Member, window: tuple[Any, ...]) -> bool:
-        last = self._last_window.get((key, member))
-        return last is None or last == window or last[1] == window[0]
-
     def _evict(self, now: float) -> None:
-        old = [k for k, e in self._cache.items() if e.event.is_set() and now - e.created > self.ttl]
-        for k in old:
-            del self._cache[k]
+        # oldest first, so each get costs only what expired (not a scan of the whole cache)
+        while self._created and now - self._created[0][0] > self.ttl:
+            _, cache_key, entry = self._created[0]
+            if not entry.event.is_set():
+                break  # a query still running past the ttl: keep it (and what follows) for now
+            self._created.popleft()
+            if self._cache.get(cache_key) is entry:
+                del self._cache[cache_key]
+
+
+@dataclass
+class _Group:
+    """The registered slices of one batch key, indexed by the window each asked for last, so
+    building a query's union costs the size of the union, not of the whole group."""
+
+    tokens: dict[int, _Member] = field(default_factory=dict)
+    count: dict[_Member, int] = field(default_factory=dict)  # tokens per slice
+    fresh: set[_Member] = field(default_factory=set)  # registered, not asked yet
+    last: dict[_Member, tuple[Any, Any]] = field(default_factory=dict)
+    by_end: dict[Any, set[_Member]] = field(default_factory=dict)
+    by_window: dict[tuple[Any, Any], set[_Member]] = field(default_factory=dict)
+
+    def add(self, token: int, member: _Member) -> None:
+        self.tokens[token] = member
+        self.count[member] = self.count.get(member, 0) + 1
+        if member not in self.last:
+            self.fresh.add(member)
+
+    def remove(self, token: int) -> None:
+        member = self.tokens.pop(token, None)
+        if member is None:
+            return
+        self.count[member] -= 1
+        if self.count[member] > 0:
+            return
+        del self.count[member]
+        self.fresh.discard(member)
+        self._unindex(member)
+
+    def may_ask(self, window: tuple[Any, Any]) -> frozenset[_Member]:
+        """Slices likely to ask for `window`: in step (their last window ended at its start),
+        in the middle of it (their other metrics), or not asked yet."""
+        return frozenset(self.fresh).union(self.by_end.get(window[0], ()),
+                                           self.by_window.get(window, ()))
+
+    def asked(self, member: _Member, window: tuple[Any, Any]) -> None:
+        if member not in self.count:
+            return  # not registered (or already gone): nothing to index
+        self.fresh.discard(member)
+        if self.last.get(member) == window:
+            return
+        self._unindex(member)
+        self.last[member] = window
+        self.by_end.setdefault(window[1], set()).add(member)
+        self.by_window.setdefault(window, set()).add(member)
+
+    def _unindex(self, member: _Member) -> None:
+        old = self.last.pop(member, None)
+        if old is None:
+            return
+        for index, k in ((self.by_end, old[1]), (self.by_window, old)):
+            bucket = index.get(k)
+            if bucket is not None:
+                bucket.discard(member)
+                if not bucket:
+                    del index[k]
 
 
 SHARED_COALESCER = QueryCoalescer()

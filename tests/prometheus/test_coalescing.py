@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -117,3 +118,53 @@ def test_different_presets_do_not_share(prom: PrometheusServer) -> None:
                                session=session)
     assert a.fetch(T0, T1).ok and b.fetch(T0, T1).ok
     assert coalescer.queries == 6
+
+
+def test_union_bookkeeping_and_eviction_without_a_server() -> None:
+    """The coalescer's own logic: who joins a query, who leaves, and that old answers are
+    dropped oldest first (a get must not scan the whole cache)."""
+    from analyzer.metrics.prometheus import _MetricResult
+
+    c = QueryCoalescer(ttl=-1.0)  # every finished answer has expired at the next get
+    key: Any = "prom"
+    tokens = {m: c.register(key, m) for m in ("a", "b", "c")}  # type: ignore[arg-type]
+    unions: list[frozenset[Any]] = []
+
+    def ask(m: str, t0: int, t1: int) -> None:
+        def execute(members: frozenset[Any]) -> _MetricResult:
+            unions.append(members)
+            return _MetricResult({}, ())
+        c.get(key, m, ("requests", t0, t1), execute)  # type: ignore[arg-type]
+
+    ask("a", 0, 10)
+    assert unions[-1] == {"a", "b", "c"}  # nobody has asked: all may be in step
+    ask("c", 0, 9)
+    assert unions[-1] == {"b", "c"}  # a is elsewhere now; b has not asked yet
+    ask("b", 0, 10)
+    assert unions[-1] == {"a", "b"}  # the answer expired: a new query; a is still in step
+    ask("a", 10, 20)
+    assert unions[-1] == {"a", "b"}  # b ended at 10 too
+    c.unregister(key, tokens["b"])
+    ask("a", 20, 30)
+    assert unions[-1] == {"a"}
+    assert len(c._cache) <= 1 and len(c._created) <= 1
+
+
+def test_a_late_joiner_does_not_requery_those_already_served() -> None:
+    """Rollouts starting in the same second ask for the same baseline window one after
+    another; each later one must not fetch again the slices of those already answered."""
+    from analyzer.metrics.prometheus import _MetricResult
+
+    c = QueryCoalescer()
+    key: Any = "prom"
+    unions: list[frozenset[Any]] = []
+
+    def execute(members: frozenset[Any]) -> _MetricResult:
+        unions.append(members)
+        return _MetricResult({}, ())
+
+    for m in ("a", "b", "c"):
+        c.register(key, m)  # type: ignore[arg-type]
+        for kind in ("requests", "errors"):
+            c.get(key, m, (kind, 0, 600), execute)  # type: ignore[arg-type]
+    assert unions == [frozenset({m}) for m in ("a", "a", "b", "b", "c", "c")]
