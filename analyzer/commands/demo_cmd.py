@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from analyzer.cli import app
+from analyzer.commands import print_policy_problems
 from analyzer.demo import REPO_POLICIES, DemoError, DemoOptions, run_demo, summary_table
 from analyzer.policy import PolicyError
 from analyzer.store import StoreError
@@ -48,8 +49,7 @@ def demo(
     try:
         result = run_demo(opts, console)
     except PolicyError as e:
-        for problem in e.problems:
-            err.print(f"[red]error[/] {problem}")
+        print_policy_problems(e)
         err.print("a demo policy is invalid: fix the field named above (the shipped files are "
                   "policies/demo-healthy.yaml and policies/demo-regressed.yaml)")
         raise typer.Exit(1) from None

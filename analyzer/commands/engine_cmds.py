@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from analyzer.cli import app
-from analyzer.policy import PolicyError, load_policies, load_policy
+from analyzer.commands import load_policy_or_exit, print_policy_problems
+from analyzer.policy import PolicyError, load_policies
 from analyzer.rollout import Command
 from analyzer.store import DEFAULT_DB, NotFound, Store, StoreError, TickRow
 
@@ -95,8 +96,7 @@ def run(
         try:
             loaded = load_policies(policies)
         except PolicyError as e:
-            for p in e.problems:
-                err.print(f"[red]error[/red] {p}", markup=True)
+            print_policy_problems(e)
             raise typer.Exit(1) from None
     host, port = _parse_listen(listen)
     token = None
@@ -179,12 +179,7 @@ def start(
     Starting the version that is already rolling out is a no-op (pipelines retry); another
     version while one is active is an error: abort the active one first.
     """
-    try:
-        policy = load_policy(policy_file)
-    except PolicyError as e:
-        for p in e.problems:
-            err.print(f"[red]error[/red] {p}", markup=True)
-        raise typer.Exit(1) from None
+    policy = load_policy_or_exit(policy_file)
     store = _store(db)
     try:
         rec = store.create_rollout(policy, datetime.now(UTC), canary_version=canary_version)

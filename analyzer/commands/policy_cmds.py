@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from analyzer.cli import app
+from analyzer.commands import print_policy_problems
 from analyzer.policy import PolicyError, json_schema, load_policy
 
 
@@ -26,8 +27,7 @@ def validate(
             policy = load_policy(f)
         except PolicyError as e:
             bad += 1
-            for problem in e.problems:
-                err.print(f"[red]error[/red] {problem}", markup=True)
+            print_policy_problems(e)
             continue
         if not quiet:
             out.print(

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from analyzer.cli import app
-from analyzer.policy import PolicyError, PrometheusSource, load_policy, parse_duration
+from analyzer.commands import load_policy_or_exit
+from analyzer.policy import PrometheusSource, parse_duration
 from analyzer.types import Histogram, Samples
 
 _RELATIVE = re.compile(r"^(now)?-(.+)$")
@@ -83,12 +84,7 @@ def query(
     """
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    try:
-        policy = load_policy(policy_file)
-    except PolicyError as e:
-        for problem in e.problems:
-            err.print(f"error: {problem}")
-        raise typer.Exit(1) from None
+    policy = load_policy_or_exit(policy_file)
     spec = policy.spec.metrics
     if not isinstance(spec, PrometheusSource):
         err.print(f"error: {policy_file}: spec.metrics.source is {spec.source}; `canary query` "

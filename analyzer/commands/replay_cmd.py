@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from analyzer.cli import app
+from analyzer.commands import load_policy_or_exit
 from analyzer.judge import Judge
 from analyzer.metrics.replay import ReplayError, ReplayLine, read_replay
-from analyzer.policy import Policy, PolicyError, load_policy
+from analyzer.policy import Policy
 from analyzer.types import Action, Decision
 
 
@@ -141,12 +142,7 @@ def replay(
 ) -> None:
     """Run a policy's checks and judge over recorded intervals (no Prometheus, no router)."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    try:
-        policy = load_policy(policy_file)
-    except PolicyError as e:
-        for problem in e.problems:
-            err.print(f"[red]error[/red] {problem}")
-        raise typer.Exit(1) from None
+    policy = load_policy_or_exit(policy_file)
     loaded = []
     for f in data:
         try:

@@ -19,7 +19,7 @@ import yaml
 from rich.console import Console
 
 from analyzer.cli import app
-from analyzer.policy import PolicyError, load_policy
+from analyzer.commands import load_policy_or_exit
 from analyzer.routers.base import Router, RouterError, TrafficSplit
 
 err = Console(stderr=True, highlight=False)
@@ -106,12 +106,7 @@ def route(
         if not cookie.strip():
             raise typer.BadParameter("expected a cookie name", param_hint="--cookie")
         match = {"cookie": cookie.strip()}
-    try:
-        pol = load_policy(policy)
-    except PolicyError as e:
-        for p in e.problems:
-            err.print(str(p), markup=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    pol = load_policy_or_exit(policy)
     offline = current is not None
     try:
         objects = None

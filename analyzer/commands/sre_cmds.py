@@ -23,7 +23,8 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from analyzer.cli import app
-from analyzer.policy import Policy, PolicyError, load_policy
+from analyzer.commands import load_policy_or_exit
+from analyzer.policy import Policy
 from analyzer.simulation import Estimate, SimulationSummary
 from analyzer.store import DEFAULT_DB, Store, StoreError
 
@@ -34,15 +35,6 @@ DB_HELP = "database URL: sqlite:///file.db or postgresql://user@host/db (env CAN
 def _fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error[/red] {message}", markup=True)
     raise typer.Exit(code)
-
-
-def _policy(path: Path) -> Policy:
-    try:
-        return load_policy(path)
-    except PolicyError as e:
-        for problem in e.problems:
-            err.print(f"[red]error[/red] {problem}")
-        raise typer.Exit(1) from None
 
 
 def _open_store(db: str | None) -> Store:
@@ -136,7 +128,7 @@ def simulate(
     how long it takes to promote: N simulated rollouts per scenario, with Monte Carlo errors."""
     from analyzer import tuning
 
-    policy = _policy(policy_file)
+    policy = load_policy_or_exit(policy_file)
     d_rps, d_err = tuning.default_traffic(policy)
     rps = rps if rps is not None else d_rps
     base_error_rate = base_error_rate if base_error_rate is not None else d_err
@@ -261,7 +253,7 @@ def backtest(
     history, beside what was decided then."""
     from analyzer.backtest import BacktestError, backtest_prometheus, backtest_rollout, parse_time
 
-    policy = _policy(policy_file)
+    policy = load_policy_or_exit(policy_file)
     if prometheus is None and rollout is None:
         _fail("give --rollout ID (with --db) for a recorded rollout, or --prometheus URL with "
               "--start and --end", 2)
