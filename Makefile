@@ -27,9 +27,10 @@ test: venv sysdeps
 
 lint: venv
 	$(PY) -m ruff check analyzer tests benchmarks
+	$(VENV)/bin/lint-imports
 
 demo: venv
-	@bash scripts/sysdeps.sh --optional
+	@bash scripts/sysdeps.sh --demo
 	$(VENV)/bin/canary demo
 
 bench: venv sysdeps

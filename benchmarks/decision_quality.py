@@ -3,7 +3,7 @@ Fisher test and Wald's SPRT oracle, on simulated rollouts with known truth.
 
 Owns the scenario suite and the results table (benchmarks/results/decision_quality.{md,csv}
 and its section of benchmarks/RESULTS.md). Every judge sees the same traffic model, the same
-policy steps and step durations (analyzer.simulation), seeded.
+policy steps and step durations (analyzer.offline.montecarlo), seeded.
 
 Reference policy (REFERENCE_POLICY_TEXT, built here so edits to the examples do not move the
 benchmark): the shape of policies/istio-canary.yaml with its statistical checks only
@@ -45,15 +45,15 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from analyzer.judge import Judge  # noqa: E402
-from analyzer.policy import Policy, parse_policy  # noqa: E402
-from analyzer.simulation import (  # noqa: E402
+from analyzer.core.judge import Judge  # noqa: E402
+from analyzer.offline.montecarlo import (  # noqa: E402
     Latency,
     RunResult,
     Scenario,
     SimulationSummary,
     simulate_rollouts,
 )
+from analyzer.policy import Policy, parse_policy  # noqa: E402
 from benchmarks.peers import FlaggerJudge, KayentaJudge, OracleJudge, RepeatedFisherJudge  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"

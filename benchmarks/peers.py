@@ -1,9 +1,10 @@
 """Peer judges for the decision-quality benchmark, over the same Samples as our Judge.
 
 Each implements the harness's small judge interface (`set_baseline`, `start_step`,
-`evaluate(samples, now) -> Decision`) so `analyzer.simulation.simulate_rollouts` can drive it
-through the same policy steps, min/max step durations and traffic as ours. They are models of
-how the peers decide, written from their documentation and source, not the peers themselves:
+`evaluate(samples, now) -> Decision`) so `analyzer.offline.montecarlo.simulate_rollouts` can
+drive it through the same policy steps, min/max step durations and traffic as ours. They are
+models of how the peers decide, written from their documentation and source, not the peers
+themselves:
 
 - `KayentaJudge`: Kayenta's Mann-Whitney classifier (confidence 0.98, tolerance 0.25, effect
   size threshold 1.0) per metric on per-minute values (canary vs stable error rate and p99
@@ -40,11 +41,11 @@ from typing import Any
 import numpy as np
 from scipy.stats import hypergeom
 
+from analyzer.core.stats.classic import kayenta_classify
+from analyzer.core.stats.latency import choose_bound, interpolate_quantile
+from analyzer.core.types import Action, Decision, Histogram, Samples
+from analyzer.offline.montecarlo import Scenario
 from analyzer.policy import ErrorRateCheck, LatencyCheck, Policy
-from analyzer.simulation import Scenario
-from analyzer.stats.classic import kayenta_classify
-from analyzer.stats.latency import choose_bound, interpolate_quantile
-from analyzer.types import Action, Decision, Histogram, Samples
 
 
 class _StepClock:

@@ -4,11 +4,11 @@ Owns the throughput table (benchmarks/results/throughput.{md,csv} and its sectio
 benchmarks/RESULTS.md).
 
 What is measured, honestly:
-- one real Prometheus (the Debian binary, analyzer.local.prometheus) holding backfilled
+- one real Prometheus (the Debian binary, analyzer.demo.local_prometheus) holding backfilled
   series (promtool tsdb create-blocks-from openmetrics) for 5000 services, each with a stable
   and a canary version: `http_requests_total{namespace, service, version, code}` (2xx and 5xx)
   and `http_request_duration_seconds_bucket` (6 buckets), a sample every 30 s for 25 minutes;
-- for each N in (100, 1000, 5000), a fresh engine process (analyzer.engine.Engine with a
+- for each N in (100, 1000, 5000), a fresh engine process (analyzer.daemon.engine.Engine with a
   SQLite store file, the generic Prometheus preset, the dry-run router, our Judge, the
   shared query coalescer) with N rollouts of the same policy shape, one per service;
 - the clock is SIMULATED: every rollout ticks every 30 s of simulated time, rollout i at
@@ -128,7 +128,7 @@ def write_openmetrics(path: Path, services: int) -> int:
 
 
 def promtool_backfill(om: Path, data_dir: Path) -> None:
-    from analyzer.local.prometheus import find_binary
+    from analyzer.demo.local_prometheus import find_binary
 
     tool = find_binary("promtool")
     if tool is None:
@@ -158,10 +158,10 @@ def worker(n: int, rounds: int, address: str, db: Path, cap: int,
     """Runs inside the engine process: N rollouts, `rounds` rounds of ticks; steady rounds
     tick the first `cap` started rollouts in time order (all of them when cap >= N). The start
     round stops starting rollouts after `start_budget` seconds of wall time."""
-    from analyzer.engine import Engine
-    from analyzer.metrics.prometheus import SHARED_COALESCER, PrometheusMetricSource
+    from analyzer.daemon.engine import Engine
+    from analyzer.daemon.store import Store
     from analyzer.policy import Policy, parse_policy
-    from analyzer.store import Store
+    from analyzer.sources.prometheus.source import SHARED_COALESCER, PrometheusMetricSource
 
     t_setup = time.perf_counter()
     store = Store(f"sqlite:///{db}")
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                                 args.start_budget)))
         return 0
 
-    from analyzer.local.prometheus import PrometheusServer
+    from analyzer.demo.local_prometheus import PrometheusServer
 
     console = Console(width=150)
     if len(args.rounds) == 1:

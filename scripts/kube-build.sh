@@ -60,7 +60,7 @@ fi
 go_line="$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$modfile")"
 
 {
-  echo "module canary-analyzer.local/kube-build"
+  echo "module canary-analyzer.demo/kube-build"
   echo
   echo "go ${go_line:-1.26}"
   echo

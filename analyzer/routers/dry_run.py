@@ -3,7 +3,7 @@
 Together with the `simulate` metric source it is the embedded default: the engine runs with
 nothing installed. The engine records every weight change in the store, so the decision log
 holds the full history even though this router forgets everything when the process exits
-(on restart the engine re-applies the stored weight; see analyzer/engine.py).
+(on restart the engine re-applies the stored weight; see analyzer/daemon/engine.py).
 """
 
 from __future__ import annotations

@@ -8,17 +8,17 @@ from typing import Any
 
 from analyzer.policy import Policy
 from analyzer.routers.base import Router, RouterError
-from analyzer.routers.kube import KubeObjects
+from analyzer.routers.kube.objects import KubeObjects
 
 # provider -> (module, class); every Kubernetes router takes (policy, KubeObjects).
 KUBE_ROUTERS = {
-    "istio": ("analyzer.routers.istio", "IstioRouter"),
-    "nginx-ingress": ("analyzer.routers.nginx_ingress", "NginxIngressRouter"),
-    "knative": ("analyzer.routers.knative", "KnativeRouter"),
-    "seldon": ("analyzer.routers.seldon", "SeldonRouter"),
-    "kubernetes": ("analyzer.routers.kubernetes", "KubernetesRouter"),
-    "gateway-api": ("analyzer.routers.gateway_api", "GatewayApiRouter"),
-    "smi": ("analyzer.routers.smi", "SmiRouter"),
+    "istio": ("analyzer.routers.kube.istio", "IstioRouter"),
+    "nginx-ingress": ("analyzer.routers.kube.nginx_ingress", "NginxIngressRouter"),
+    "knative": ("analyzer.routers.kube.knative", "KnativeRouter"),
+    "seldon": ("analyzer.routers.kube.seldon", "SeldonRouter"),
+    "kubernetes": ("analyzer.routers.kube.replicas", "KubernetesRouter"),
+    "gateway-api": ("analyzer.routers.kube.gateway_api", "GatewayApiRouter"),
+    "smi": ("analyzer.routers.kube.smi", "SmiRouter"),
 }
 
 
@@ -52,7 +52,7 @@ def build_router(
         router: Router = module.DryRunRouter(policy)
         return router
     if provider == "nginx":
-        from analyzer.routers.nginx_local import NginxLocalRouter
+        from analyzer.routers.nginx_file import NginxLocalRouter
 
         return NginxLocalRouter(policy, dry_run=dry_run or current_object is not None)
     if provider not in KUBE_ROUTERS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from analyzer.simulation import Scenario, simulate_rollouts
+from analyzer.offline.montecarlo import Scenario, simulate_rollouts
 from benchmarks import decision_quality as dq
 
 

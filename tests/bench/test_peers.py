@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
+from analyzer.core.stats.power import wald_events_needed
+from analyzer.core.types import Action, Histogram, Samples, VersionSample
+from analyzer.offline.montecarlo import EPOCH, Scenario, simulate_rollouts
 from analyzer.policy import Policy
-from analyzer.simulation import EPOCH, Scenario, simulate_rollouts
-from analyzer.stats.power import wald_events_needed
-from analyzer.types import Action, Histogram, Samples, VersionSample
 from benchmarks.decision_quality import reference_policy
 from benchmarks.peers import (
     FlaggerJudge,

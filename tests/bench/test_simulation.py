@@ -1,4 +1,4 @@
-"""The Monte Carlo harness (analyzer/simulation.py): reproducible, sensible, truthful."""
+"""The Monte Carlo harness (analyzer/offline/montecarlo.py): reproducible, sensible, truthful."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from analyzer.policy import Policy
-from analyzer.simulation import (
+from analyzer.offline.montecarlo import (
     EPOCH,
     Latency,
     RunOutcome,
@@ -18,6 +17,7 @@ from analyzer.simulation import (
     TrafficGenerator,
     simulate_rollouts,
 )
+from analyzer.policy import Policy
 from benchmarks.decision_quality import reference_policy
 from benchmarks.peers import FlaggerJudge, OracleJudge
 
@@ -116,7 +116,7 @@ def test_scenario_rejects_nonsense() -> None:
 
 
 def test_summary_standard_errors() -> None:
-    from analyzer.simulation import RunResult
+    from analyzer.offline.montecarlo import RunResult
 
     results = [RunResult(RunOutcome.ROLLED_BACK, 60.0 * (i + 1), i + 1, 0, "")
                for i in range(10)] + [RunResult(RunOutcome.PROMOTED, 600.0, 20, 100, "")] * 30

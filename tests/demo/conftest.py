@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.demo import missing_binaries
+from analyzer.demo.stack import missing_binaries
 
 REPO = Path(__file__).resolve().parents[2]
 CANARY = str(Path(sys.executable).with_name("canary"))

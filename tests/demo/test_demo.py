@@ -13,10 +13,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import analyzer.demo as demo
-from analyzer.cli import app
-from analyzer.rollout import Phase
-from analyzer.store import Store
+import analyzer.demo.run as demo
+from analyzer.cli.app import app
+from analyzer.core.rollout import Phase
+from analyzer.daemon.store import Store
+from analyzer.demo import scenario
 from tests.demo.conftest import (
     demo_processes,
     start_demo,
@@ -65,9 +66,9 @@ def test_short_demo_promotes_the_healthy_canary_and_rolls_back_the_regressed_one
 
         # The healthy canary walked every step of the short policy, in order.
         weights = [c.weight_after for c in store.weight_changes(healthy.id)]
-        assert [w for w in weights if w] == demo.SHORT_STEPS, weights
+        assert [w for w in weights if w] == scenario.SHORT_STEPS, weights
         promotes = [t for t in store.ticks(healthy.id) if t.decision == "promote"]
-        assert len(promotes) == len(demo.SHORT_STEPS) - 1
+        assert len(promotes) == len(scenario.SHORT_STEPS) - 1
 
         # The regressed canary was rolled back by a regression verdict on real data.
         rollback = [t for t in store.ticks(regressed.id) if t.decision == "rollback"]
@@ -132,7 +133,7 @@ def test_fallback_runs_the_same_policies_simulated_when_nginx_is_missing(
     monkeypatch.setattr(demo, "missing_binaries", lambda: ["nginx"])
     buf = io.StringIO()
     result = demo.run_demo(
-        demo.DemoOptions(short=True, out_dir=tmp_path, speed=0, live=False),
+        scenario.DemoOptions(short=True, out_dir=tmp_path, speed=0, live=False),
         Console(file=buf, width=160),
     )
     text = buf.getvalue()
@@ -149,7 +150,7 @@ def test_fallback_runs_the_same_policies_simulated_when_nginx_is_missing(
             # The same policy as written, only the source and the router swapped.
             assert policy.spec.router.provider == "dry-run"
             assert policy.spec.metrics.source == "simulate"
-            assert policy.spec.strategy.steps == demo.SHORT_STEPS
+            assert policy.spec.strategy.steps == scenario.SHORT_STEPS
     finally:
         store.dispose()
 
@@ -166,7 +167,7 @@ def test_cli_fallback_flag_labels_the_run_and_exits_zero(tmp_path: Path) -> None
 def test_cli_reports_a_broken_demo_policy_without_traceback(tmp_path: Path) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
-    src = demo.REPO_POLICIES
+    src = scenario.REPO_POLICIES
     healthy = (src / "demo-healthy.yaml").read_text()
     assert "steps: [25, 50, 75, 100]" in healthy
     (policies / "demo-healthy.yaml").write_text(

@@ -10,11 +10,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-import analyzer.demo as demo
-from analyzer.demo_app import BUCKETS, Behaviour, DemoApp
-from analyzer.loadgen import LoadGenerator
-from analyzer.metrics.simulate import LATENCY_BUCKETS
+from analyzer.demo import local_prometheus, scenario
+from analyzer.demo.app import BUCKETS, Behaviour, DemoApp
+from analyzer.demo.loadgen import LoadGenerator
 from analyzer.policy import NginxLocalRouter, PrometheusSource, load_policy
+from analyzer.sources.simulate import LATENCY_BUCKETS
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_load_generator_stops_on_request(app: DemoApp) -> None:
 
 
 def test_load_generator_counts_refused_connections() -> None:
-    port = demo.free_port()  # nothing listens there
+    port = local_prometheus.free_port()  # nothing listens there
     load = LoadGenerator({"gone": f"http://127.0.0.1:{port}/"}, rps=20, duration=0.5,
                          threads_per_target=2).start()
     load.stop(timeout=10)
@@ -96,8 +96,8 @@ def test_behaviour_matches_its_median_and_p99() -> None:
 
 
 def test_localize_policy_changes_only_the_run_time_addresses(tmp_path: Path) -> None:
-    original = load_policy(demo.REPO_POLICIES / "demo-healthy.yaml")
-    p = demo.localize_policy(
+    original = load_policy(scenario.REPO_POLICIES / "demo-healthy.yaml")
+    p = scenario.localize_policy(
         original, upstream_file=tmp_path / "u.conf", nginx_config=tmp_path / "nginx.conf",
         stable_server="127.0.0.1:40001", canary_server="127.0.0.1:40002",
         prometheus_url="http://127.0.0.1:40003")
@@ -116,10 +116,10 @@ def test_localize_policy_changes_only_the_run_time_addresses(tmp_path: Path) -> 
 
 
 def test_demo_policies_use_the_nginx_router_and_the_generic_preset() -> None:
-    for r in demo.ROLLOUTS:
-        p = load_policy(demo.REPO_POLICIES / r.policy_file)
+    for r in scenario.ROLLOUTS:
+        p = load_policy(scenario.REPO_POLICIES / r.policy_file)
         assert p.spec.router.provider == "nginx"
         assert isinstance(p.spec.metrics, PrometheusSource)
         assert p.spec.metrics.preset == "generic"
-    short = demo.load_demo_policies(demo.DemoOptions(short=True))
-    assert all(p.spec.strategy.steps == demo.SHORT_STEPS for p in short)
+    short = scenario.load_demo_policies(scenario.DemoOptions(short=True))
+    assert all(p.spec.strategy.steps == scenario.SHORT_STEPS for p in short)

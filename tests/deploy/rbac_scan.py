@@ -1,20 +1,23 @@
 """Static scan (ast) of what the routers ask the Kubernetes API to do, as RBAC rules.
 
 The routers do not call the `kubernetes` client themselves: they build `ObjectRef`s (apiVersion,
-kind, plural) and call `self.objects.read / update / create` on `analyzer.routers.kube.KubeObjects`,
-which dispatches to the client. So the scan has two levels:
+kind, plural) and call `self.objects.read / update / create` on
+`analyzer.routers.kube.objects.KubeObjects`, which dispatches to the client. So the scan has two
+levels:
 
-1. kube.py: every `kubernetes` client method called (e.g. `patch_namespaced_custom_object`) is
-   mapped to its RBAC verb, group and resource from the client's own generated request
-   (`_<method>_serialize`: HTTP method + resource path; GET on a named object = get, GET on a
-   collection = list, POST = create, PUT = update, PATCH = patch, DELETE = delete). Those calls
-   sit in `KubeObjects._call` under internal verb names (`"get": lambda: api.read_...`); the scan
-   checks each name equals the RBAC verb of its client call, then follows each public
-   `KubeObjects` method to the `_call(ref, "verb")` verbs it reaches (update = read + patch).
-2. Each router module: every `self.objects.<method>(<ref>)` call, in the module and in the kube.py
-   base classes its router classes inherit, with `<ref>` resolved to the `ObjectRef(...)`
-   assigned to that attribute (a ref passed as a parameter counts as any ref the module
-   builds: an over-approximation, which only makes the check more permissive for that call).
+1. kube/objects.py: every `kubernetes` client method called (e.g.
+   `patch_namespaced_custom_object`) is mapped to its RBAC verb, group and resource from the
+   client's own generated request (`_<method>_serialize`: HTTP method + resource path; GET on a
+   named object = get, GET on a collection = list, POST = create, PUT = update, PATCH = patch,
+   DELETE = delete). Those calls sit in `KubeObjects._call` under internal verb names
+   (`"get": lambda: api.read_...`); the scan checks each name equals the RBAC verb of its client
+   call, then follows each public `KubeObjects` method to the `_call(ref, "verb")` verbs it
+   reaches (update = read + patch).
+2. Each router module: every `self.objects.<method>(<ref>)` call, in the module and in the
+   kube/objects.py base classes its router classes inherit, with `<ref>` resolved to the
+   `ObjectRef(...)` assigned to that attribute (a ref passed as a parameter counts as any ref the
+   module builds: an over-approximation, which only makes the check more permissive for that
+   call).
 
 The result is the set of (apiGroup, resource, verb) the module can cause.
 """
@@ -28,7 +31,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-ROUTERS = Path(__file__).resolve().parents[2] / "analyzer" / "routers"
+ROUTERS = Path(__file__).resolve().parents[2] / "analyzer" / "routers" / "kube"
 Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 _HTTP_VERB = {"POST": "create", "PUT": "update", "PATCH": "patch"}
@@ -96,7 +99,7 @@ class KubeScan:
     base_calls: dict[str, tuple[tuple[str, str], ...]]  # class -> ((objects method, ref attr))
 
 
-def scan_kube(path: Path = ROUTERS / "kube.py") -> KubeScan:
+def scan_kube(path: Path = ROUTERS / "objects.py") -> KubeScan:
     tree = ast.parse(path.read_text())
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
     ko = classes.get("KubeObjects")
@@ -212,7 +215,7 @@ def scan_router(path: Path, kube: KubeScan | None = None) -> set[Rule]:
         calls += _objects_calls(cls)
         todo = [b.id for b in cls.bases if isinstance(b, ast.Name)]
         seen: set[str] = set()
-        while todo:  # inherited kube.py scaffolding (e.g. SingleObjectRouter uses self.ref)
+        while todo:  # inherited kube/objects.py scaffolding (e.g. SingleObjectRouter uses self.ref)
             b = todo.pop()
             if b in seen or b not in kube.base_calls:
                 continue

@@ -14,7 +14,7 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from analyzer.engine_metrics import EngineMetrics
+from analyzer.daemon.metrics import EngineMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "canary-analyzer.json"
 

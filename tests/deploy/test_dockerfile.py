@@ -102,7 +102,7 @@ def test_entrypoint_flags_exist_in_the_cli() -> None:
     import pytest
     from typer.testing import CliRunner
 
-    from analyzer.cli import app
+    from analyzer.cli.app import app
 
     result = CliRunner().invoke(app, ["run", "--help"])
     if result.exit_code != 0 and "No such command" in result.output:

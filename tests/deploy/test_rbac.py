@@ -27,7 +27,8 @@ def _role(component: str) -> dict:
 
 
 def _module_path(component: str) -> Path:
-    return ROUTERS / f"{component.replace('-', '_')}.py"
+    module = {"kubernetes": "replicas"}.get(component, component.replace("-", "_"))
+    return ROUTERS / f"{module}.py"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_every_router_module_exists() -> None:
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_role_equals_declared_permissions(component: str) -> None:
-    mod = importlib.import_module(f"analyzer.routers.{_module_path(component).stem}")
+    mod = importlib.import_module(f"analyzer.routers.kube.{_module_path(component).stem}")
     declared = rbac_scan.rules_of_permissions(mod.PERMISSIONS)
     granted = rbac_scan.rules_of_clusterrole(_role(component))
     assert granted == declared, (

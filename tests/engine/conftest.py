@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from analyzer.daemon.store import Store
 from analyzer.policy import Policy, parse_policy
-from analyzer.store import Store
+from tests.support.clock import EPOCH
 
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
+T0 = EPOCH
 PG_URL = os.environ.get("CANARY_TEST_DATABASE_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[2]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from analyzer.cli import app
-from analyzer.engine import Engine
-from analyzer.rollout import Phase
-from analyzer.store import Store
+from analyzer.cli.app import app
+from analyzer.core.rollout import Phase
+from analyzer.daemon.engine import Engine
+from analyzer.daemon.store import Store
 
 from .conftest import T0, policy_yaml
 

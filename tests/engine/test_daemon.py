@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.rollout import Phase
-from analyzer.store import Store
+from analyzer.core.rollout import Phase
+from analyzer.daemon.store import Store
 
 from .conftest import PG_URL, Daemon, daemon_env, policy_yaml, wait_for
 

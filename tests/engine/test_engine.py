@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-from analyzer.engine import Engine, run_rollout
-from analyzer.notify import Notifier
-from analyzer.rollout import Command, Phase
+from analyzer.core.rollout import Command, Phase
+from analyzer.daemon.engine import Engine, run_rollout
+from analyzer.daemon.notify import Notifier
+from analyzer.daemon.store import Store, TickConflict
 from analyzer.routers.dry_run import DryRunRouter
-from analyzer.store import Store, TickConflict
 
 from .conftest import T0, make_policy
 
@@ -282,7 +282,7 @@ def test_a_tick_cannot_be_committed_twice():
     engine = Engine(store)
     rec = store.create_rollout(make_policy(), T0)
     engine.tick(rec.id, T0)
-    from analyzer.store import TickRecord
+    from analyzer.daemon.store import TickRecord
     again = TickRecord(rollout_id=rec.id, seq=1, scheduled_at=T0,
                        state_before=store.get(rec.id).state,
                        state_after=store.get(rec.id).state, action="hold", reason="dup")

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from analyzer.rollout import (
+from analyzer.core.rollout import (
     ROUTER_FAILURE_LIMIT,
     STABLE_ONLY,
     Command,
@@ -17,7 +17,7 @@ from analyzer.rollout import (
     RolloutState,
     Traffic,
 )
-from analyzer.types import Action, Decision
+from analyzer.core.types import Action, Decision
 
 from .conftest import T0, make_policy
 

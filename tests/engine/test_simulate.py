@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import numpy as np
 
-from analyzer.metrics.factory import build_metric_source
-from analyzer.metrics.simulate import SimulatedMetricSource, lognormal_params
 from analyzer.policy import parse_policy
+from analyzer.sources.factory import build_metric_source
+from analyzer.sources.simulate import SimulatedMetricSource, lognormal_params
 
 from .conftest import T0, make_policy, policy_yaml
 

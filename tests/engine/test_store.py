@@ -8,18 +8,18 @@ import math
 import pytest
 from sqlalchemy import select, update
 
-from analyzer.rollout import Command, Phase, RolloutState
-from analyzer.store import (
+from analyzer.core.rollout import Command, Phase, RolloutState
+from analyzer.daemon.store import (
     SCHEMA_VERSION,
     RolloutExists,
     Store,
     StoreError,
     TickConflict,
     TickRecord,
-    dumps,
     redact_url,
-    schema_version,
 )
+from analyzer.daemon.store.codec import dumps
+from analyzer.daemon.store.tables import schema_version
 
 from .conftest import PG_URL, T0, make_policy
 

@@ -36,10 +36,10 @@ import pytest
 import requests
 import yaml
 
+from analyzer.core.rollout import Phase
+from analyzer.daemon.store import Store
 from analyzer.policy import Policy
-from analyzer.rollout import Phase
 from analyzer.routers.factory import build_router
-from analyzer.store import Store
 from tests.engine.conftest import Daemon, daemon_env, free_port, wait_for
 from tests.routers.conftest import DESTINATION_RULE, VIRTUAL_SERVICE
 from tests.support.k8s_schemas import validate
@@ -381,7 +381,7 @@ class SlowProxy:
 @pytest.fixture(scope="module")
 def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     """A real Prometheus scraping a LiveExporter every second."""
-    from analyzer.local.prometheus import PrometheusServer, find_binary
+    from analyzer.demo.local_prometheus import PrometheusServer, find_binary
 
     if find_binary("prometheus") is None:
         pytest.fail("the prometheus binary is required (make test installs it)")

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from analyzer.engine import Engine
+from analyzer.core.rollout import Phase
+from analyzer.daemon.engine import Engine
+from analyzer.daemon.scheduler import Scheduler
+from analyzer.daemon.store import Store
 from analyzer.policy import Policy, parse_policy
-from analyzer.rollout import Phase
 from analyzer.routers.factory import build_router
-from analyzer.scheduler import Scheduler
-from analyzer.store import Store
 from tests.engine.conftest import Receiver
 
 from .conftest import SOAK, Daemon, FaultLedger, Kube, audit_log, fault_policy, wait_for

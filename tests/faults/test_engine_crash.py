@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from analyzer.core.rollout import Phase
+from analyzer.daemon.store import Store
 from analyzer.policy import parse_policy
-from analyzer.rollout import Phase
-from analyzer.store import Store
 
 from .conftest import SOAK, Daemon, FaultLedger, Kube, audit_log, fault_policy, wait_for
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from analyzer.core.rollout import Phase
+from analyzer.daemon.store import Store
 from analyzer.policy import parse_policy
-from analyzer.rollout import Phase
-from analyzer.store import Store
 
 from .conftest import (
     SOAK,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from analyzer.core.rollout import Phase
+from analyzer.daemon.store import Store
 from analyzer.policy import parse_policy
-from analyzer.rollout import Phase
-from analyzer.store import Store
 
 from .conftest import (
     SOAK,

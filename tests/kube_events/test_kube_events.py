@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.kube_events import FanOut, KubeEventRecorder, event_body, involved_object
-from analyzer.notify import Notice
+from analyzer.daemon.kube_events import FanOut, KubeEventRecorder, event_body, involved_object
+from analyzer.daemon.notify import Notice
 from analyzer.policy import load_policy
 from tests.support.kube_api_double import KubeApiDouble
 

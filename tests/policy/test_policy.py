@@ -10,17 +10,17 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from analyzer.cli import app
+from analyzer.cli.app import app
 from analyzer.policy import (
     Policy,
     PolicyError,
     json_schema,
     load_policies,
     load_policy,
-    parse_duration,
     parse_policy,
     read_yaml,
 )
+from analyzer.util.times import parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = sorted((ROOT / "policies").glob("*.yaml"))

@@ -10,7 +10,7 @@ import pytest
 import requests
 import yaml
 
-from analyzer.local.prometheus import PrometheusServer, backfill, find_binary
+from analyzer.demo.local_prometheus import PrometheusServer, backfill, find_binary
 from analyzer.policy import Policy, parse_policy
 from tests.prometheus import datasets
 

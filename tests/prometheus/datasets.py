@@ -1,8 +1,8 @@
 """Synthetic exporter data for the Prometheus tests, one dataset per preset.
 
 Each dataset writes series the way the real exporter names them (metric and label names are
-spelled out here, independently of analyzer/metrics/presets.py, so a wrong preset name fails
-the tests) and records the exact counts written into the test window (T0, T1].
+spelled out here, independently of analyzer/sources/prometheus/presets.py, so a wrong preset
+name fails the tests) and records the exact counts written into the test window (T0, T1].
 
 Shapes per (service, version): stable has two pods; canary has a pod whose counters reset
 inside the window and a pod born inside the window; one more pod vanishes mid-window. Error
@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from analyzer.local.prometheus import OpenMetricsWriter
+from analyzer.demo.local_prometheus import OpenMetricsWriter
+from tests.support.clock import EPOCH
 
 STEP = 15  # seconds between scrapes
 STEPS = 80  # 20 minutes of data
-# Hour-aligned, 6 h in the past: promtool blocks must not overlap the head block.
-BASE = (int(time.time()) - 6 * 3600) // 3600 * 3600
+# The suite's fixed clock (hour-aligned, long past): promtool blocks must not overlap the head
+# block, and the data must not depend on when the tests run.
+BASE = int(EPOCH.timestamp())
 T0 = BASE + 300
 T1 = BASE + 900
 LE_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, math.inf)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from analyzer.local.prometheus import PrometheusServer
-from analyzer.metrics.prometheus import PrometheusMetricSource, QueryCoalescer
+from analyzer.demo.local_prometheus import PrometheusServer
+from analyzer.sources.prometheus.source import PrometheusMetricSource, QueryCoalescer
 from tests.prometheus import datasets
 from tests.prometheus.conftest import CountingSession, make_policy
 
@@ -123,7 +123,7 @@ def test_different_presets_do_not_share(prom: PrometheusServer) -> None:
 def test_union_bookkeeping_and_eviction_without_a_server() -> None:
     """The coalescer's own logic: who joins a query, who leaves, and that old answers are
     dropped oldest first (a get must not scan the whole cache)."""
-    from analyzer.metrics.prometheus import _MetricResult
+    from analyzer.sources.prometheus.coalescer import MetricResult
 
     c = QueryCoalescer(ttl=-1.0)  # every finished answer has expired at the next get
     key: Any = "prom"
@@ -131,9 +131,9 @@ def test_union_bookkeeping_and_eviction_without_a_server() -> None:
     unions: list[frozenset[Any]] = []
 
     def ask(m: str, t0: int, t1: int) -> None:
-        def execute(members: frozenset[Any]) -> _MetricResult:
+        def execute(members: frozenset[Any]) -> MetricResult:
             unions.append(members)
-            return _MetricResult({}, ())
+            return MetricResult({}, ())
         c.get(key, m, ("requests", t0, t1), execute)  # type: ignore[arg-type]
 
     ask("a", 0, 10)
@@ -153,15 +153,15 @@ def test_union_bookkeeping_and_eviction_without_a_server() -> None:
 def test_a_late_joiner_does_not_requery_those_already_served() -> None:
     """Rollouts starting in the same second ask for the same baseline window one after
     another; each later one must not fetch again the slices of those already answered."""
-    from analyzer.metrics.prometheus import _MetricResult
+    from analyzer.sources.prometheus.coalescer import MetricResult
 
     c = QueryCoalescer()
     key: Any = "prom"
     unions: list[frozenset[Any]] = []
 
-    def execute(members: frozenset[Any]) -> _MetricResult:
+    def execute(members: frozenset[Any]) -> MetricResult:
         unions.append(members)
-        return _MetricResult({}, ())
+        return MetricResult({}, ())
 
     for m in ("a", "b", "c"):
         c.register(key, m)  # type: ignore[arg-type]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.local.prometheus import PrometheusServer, backfill
-from analyzer.metrics.prometheus import PrometheusMetricSource, QueryCoalescer
+from analyzer.demo.local_prometheus import PrometheusServer, backfill
+from analyzer.sources.prometheus.source import PrometheusMetricSource, QueryCoalescer
 from tests.prometheus import datasets
 from tests.prometheus.conftest import CountingSession, make_policy
 

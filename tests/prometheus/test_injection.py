@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from analyzer.local.prometheus import PrometheusServer
-from analyzer.metrics.prometheus import (
+from analyzer.demo.local_prometheus import PrometheusServer
+from analyzer.sources.prometheus.source import (
     PrometheusConfigError,
     PrometheusMetricSource,
     QueryCoalescer,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from analyzer.local.prometheus import PrometheusServer
-from analyzer.metrics.prometheus import PrometheusMetricSource, QueryCoalescer
+from analyzer.demo.local_prometheus import PrometheusServer
+from analyzer.sources.prometheus.source import PrometheusMetricSource, QueryCoalescer
 from tests.prometheus import datasets
 from tests.prometheus.conftest import make_policy
 

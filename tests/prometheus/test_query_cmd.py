@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from analyzer.cli import app
-from analyzer.local.prometheus import PrometheusServer
+from analyzer.cli.app import app
+from analyzer.demo.local_prometheus import PrometheusServer
 from tests.prometheus import datasets
 from tests.prometheus.conftest import make_policy, write_policy
 

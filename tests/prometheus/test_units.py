@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from analyzer.commands.query_cmd import parse_time
-from analyzer.metrics.presets import PRESETS, get_preset
-from analyzer.metrics.prometheus import _exact_from_raw, render_template
+from analyzer.cli.query_cmd import parse_time
+from analyzer.sources.prometheus.exact import exact_from_raw
+from analyzer.sources.prometheus.presets import PRESETS, get_preset
+from analyzer.sources.prometheus.promql import render_template
 
 
 def _series(labels: dict[str, str], pts: list[tuple[int, float]]) -> dict[str, object]:
@@ -27,13 +28,13 @@ def test_raw_count_handles_reset_new_and_gone_series() -> None:
         # stopped long before the window: not part of it
         _series({"version": "v3"}, [(100, 7)]),
     ]
-    counts, why = _exact_from_raw(series, ["version"], t0, t1)
+    counts, why = exact_from_raw(series, ["version"], t0, t1)
     assert why is None
     assert counts == {("v1",): 10 + 4 + 5 + 8, ("v2",): 2}
 
 
 def test_raw_count_rejects_fractions() -> None:
-    _, why = _exact_from_raw([_series({}, [(990, 1.0), (1010, 1.5)])], [], 1000, 1060)
+    _, why = exact_from_raw([_series({}, [(990, 1.0), (1010, 1.5)])], [], 1000, 1060)
     assert why is not None and "not integers" in why
 
 

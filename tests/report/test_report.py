@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from analyzer.engine import run_rollout
+from analyzer.daemon.engine import run_rollout
+from analyzer.offline.report import _quantile, write_report
 from analyzer.policy import parse_policy
-from analyzer.report import _quantile, write_report
 
 POLICY = """\
 apiVersion: canary-analyzer.io/v1alpha1

@@ -112,7 +112,7 @@ SCENARIOS = {
     "nginx_ingress": ([STABLE_INGRESS], NGINX_INGRESS, True, False),
     "knative": ([KNATIVE_SERVICE], KNATIVE, False, False),
     "seldon": ([SELDON_DEPLOYMENT], SELDON, False, True),
-    "kubernetes": ([deployment("api-v1", "v1", 8), deployment("api-v2", "v2", 2)],
+    "replicas": ([deployment("api-v1", "v1", 8), deployment("api-v2", "v2", 2)],
                    KUBERNETES, False, False),
     "gateway_api": ([HTTP_ROUTE], GATEWAY, True, False),
     "smi": ([TRAFFIC_SPLIT], SMI, False, False),
@@ -134,12 +134,12 @@ def test_declared_permissions_equal_the_calls_made(double, module):
         r.set_mirror(100)
     r.reset()
     declared = {(g, res, verb) for g, res, verbs in
-                importlib.import_module(f"analyzer.routers.{module}").PERMISSIONS
+                importlib.import_module(f"analyzer.routers.kube.{module}").PERMISSIONS
                 for verb in verbs}
     assert double.calls() == declared
 
 
 def test_nginx_local_needs_no_kubernetes_rbac():
-    from analyzer.routers import nginx_local
+    from analyzer.routers import nginx_file
 
-    assert nginx_local.PERMISSIONS == ()
+    assert nginx_file.PERMISSIONS == ()

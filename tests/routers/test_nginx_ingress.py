@@ -7,7 +7,13 @@ import copy
 import pytest
 
 from analyzer.routers.base import RouterError
-from analyzer.routers.nginx_ingress import BY_COOKIE, BY_HEADER, BY_HEADER_VALUE, CANARY, WEIGHT
+from analyzer.routers.kube.nginx_ingress import (
+    BY_COOKIE,
+    BY_HEADER,
+    BY_HEADER_VALUE,
+    CANARY,
+    WEIGHT,
+)
 from tests.routers.conftest import NGINX_INGRESS, NS, STABLE_INGRESS, _ingress, router_for
 
 ING = ("networking.k8s.io/v1", "Ingress", NS)

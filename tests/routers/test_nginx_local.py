@@ -14,11 +14,11 @@ import pytest
 from scipy.stats import binomtest
 from typer.testing import CliRunner
 
-from analyzer.cli import app
-from analyzer.local.nginx import LocalNginx
+from analyzer.cli.app import app
+from analyzer.demo.local_nginx import LocalNginx
 from analyzer.routers.base import RouterError
 from analyzer.routers.factory import build_router
-from analyzer.routers.nginx_local import parse_upstream, render_upstream
+from analyzer.routers.nginx_file import parse_upstream, render_upstream
 from tests.routers.conftest import make_policy
 
 pytestmark = [

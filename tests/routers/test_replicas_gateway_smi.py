@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from analyzer.routers.base import RouterError
-from analyzer.routers.kubernetes import split_replicas
+from analyzer.routers.kube.replicas import split_replicas
 from tests.routers.conftest import (
     GATEWAY,
     HTTP_ROUTE,

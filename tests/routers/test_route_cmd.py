@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from analyzer.cli import app
+from analyzer.cli.app import app
 from tests.routers.conftest import DESTINATION_RULE, ISTIO, NS, VIRTUAL_SERVICE
 
 VS = ("networking.istio.io/v1", "VirtualService", NS, "checkout")

@@ -4,19 +4,20 @@ carries secrets (a Slack webhook token, a gate's Authorization header and URL to
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from analyzer.engine import Engine
+from analyzer.daemon.engine import Engine
+from analyzer.daemon.server import ApiServer
+from analyzer.daemon.store import Store
 from analyzer.policy import Policy, parse_policy
-from analyzer.server import ApiServer
-from analyzer.store import Store
+from tests.support.clock import EPOCH
 
 TOKEN = "tok-7f3a9c2e51d04b8e"
 SECRETS = ("xoxb-SLACK-SECRET-1234", "GATE-HEADER-SECRET", "hooktoken-5678")
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
+T0 = EPOCH
 
 SECRET_POLICY = f"""
 apiVersion: canary-analyzer.io/v1alpha1

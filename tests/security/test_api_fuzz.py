@@ -15,7 +15,7 @@ import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyzer.server import OPENAPI, ApiServer
+from analyzer.daemon.server import OPENAPI, ApiServer
 
 from .conftest import TOKEN
 

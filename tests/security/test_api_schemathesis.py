@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 
-from analyzer.server import OPENAPI, ApiServer
+from analyzer.daemon.server import OPENAPI, ApiServer
 
 from .conftest import TOKEN
 

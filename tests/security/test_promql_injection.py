@@ -18,13 +18,18 @@ from typing import Any
 import pytest
 import yaml
 
-from analyzer.local.prometheus import OpenMetricsWriter, PrometheusServer, backfill, find_binary
-from analyzer.metrics.prometheus import (
+from analyzer.demo.local_prometheus import (
+    OpenMetricsWriter,
+    PrometheusServer,
+    backfill,
+    find_binary,
+)
+from analyzer.policy import PolicyError, parse_policy
+from analyzer.sources.prometheus.source import (
     PrometheusConfigError,
     PrometheusMetricSource,
     QueryCoalescer,
 )
-from analyzer.policy import PolicyError, parse_policy
 from tests.prometheus import datasets
 from tests.prometheus.conftest import make_policy
 

@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from analyzer import server as server_mod
-from analyzer.cli import app
-from analyzer.engine import Engine
+from analyzer.cli.app import app
+from analyzer.daemon import server as server_mod
+from analyzer.daemon.engine import Engine
+from analyzer.daemon.server import ApiServer, check_token
+from analyzer.daemon.store import Store
 from analyzer.policy import parse_policy
-from analyzer.redaction import redact_policy
-from analyzer.server import ApiServer, check_token
-from analyzer.store import Store
+from analyzer.util.redaction import redact_policy
 from tests.engine.conftest import PG_URL, Daemon, daemon_env, free_port
 
 from .conftest import SECRET_POLICY, SECRETS, T0, TOKEN
@@ -178,7 +178,7 @@ def test_prometheus_password_not_in_recorded_reasons(tmp_path: Path) -> None:
 
 
 def _report_page(secret_store: tuple[Store, str], tmp_path: Path) -> str:
-    from analyzer.report import write_report
+    from analyzer.offline.report import write_report
 
     store, _ = secret_store
     index = Path(write_report(store, store.latest("secret-svc").id, tmp_path / "report"))
@@ -197,7 +197,7 @@ def test_report_redacts_gate_headers(secret_store: tuple[Store, str], tmp_path: 
 
 
 def test_replay_export_carries_no_secrets(secret_store: tuple[Store, str]) -> None:
-    from analyzer.export import export_jsonl
+    from analyzer.offline.export import export_jsonl
 
     store, _ = secret_store
     lines = json.dumps(export_jsonl(store, store.latest("secret-svc").id))

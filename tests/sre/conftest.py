@@ -2,29 +2,34 @@
 router, simulated clock) into a SQLite store, and the same data backfilled into a real
 Prometheus (generic preset series written with `promtool tsdb create-blocks-from openmetrics`).
 
-The rollouts start hour-aligned six hours in the past, so the backfilled blocks do not overlap
-Prometheus' head block and the store's windows are the Prometheus windows.
+The rollouts start at the suite's fixed clock (tests/support/clock.py: long past and
+hour-aligned), so the backfilled blocks do not overlap Prometheus' head block, the store's
+windows are the Prometheus windows, and the data is the same at any hour of any day.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from analyzer.engine import run_rollout
-from analyzer.export import recorded_intervals
-from analyzer.local.prometheus import OpenMetricsWriter, PrometheusServer, backfill, find_binary
+from analyzer.daemon.engine import run_rollout
+from analyzer.daemon.store import Store
+from analyzer.demo.local_prometheus import (
+    OpenMetricsWriter,
+    PrometheusServer,
+    backfill,
+    find_binary,
+)
+from analyzer.offline.export import recorded_intervals
 from analyzer.policy import Policy, parse_policy
-from analyzer.store import Store
+from tests.support.clock import EPOCH
 
 REPO = Path(__file__).resolve().parents[2]
-START = datetime.fromtimestamp((int(time.time()) - 6 * 3600) // 3600 * 3600, UTC)
+START = EPOCH
 
 BASE = """
 apiVersion: canary-analyzer.io/v1alpha1
@@ -45,6 +50,9 @@ spec:
 CHECKS_FULL = ("[{type: error-rate, tolerance: 0.2}, {type: latency, quantiles: [0.5, 0.99]}, "
                "{type: threshold, metric: error-rate, max: 5}]")
 CHECKS_ERRORS = "[{type: error-rate, tolerance: 0.2}]"
+# Rolls back only at an error-rate ratio above 10: the regressed rollout's true ratio is 2.5,
+# so on its recorded data this policy never rolls back, whatever the random draw was.
+CHECKS_LAX = "[{type: error-rate, tolerance: 9}]"
 
 
 def sim_metrics(canary_error: float, canary_p99: str = "300ms") -> str:
@@ -71,6 +79,7 @@ class Recorded:
     regressed_policy: Path  # the policy files the rollouts ran with
     healthy_policy: Path
     prom_policy: Path  # the regressed rollout's checks on the generic Prometheus preset
+    lax_policy: Path  # error rate only, tolerance 9: differs from the record by construction
 
     def store(self) -> Store:
         return Store(self.url)
@@ -98,6 +107,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
         db, url, r1.rollout_id, r2.rollout_id,
         write_policy(d / "regressed.yaml", regressed), write_policy(d / "healthy.yaml", healthy),
         write_policy(d / "prom.yaml", make("web-regressed", PROM_METRICS, CHECKS_FULL)),
+        write_policy(d / "lax.yaml", make("web-lax", sim_metrics(0.025, "450ms"), CHECKS_LAX)),
     )
 
 

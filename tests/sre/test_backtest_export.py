@@ -10,13 +10,12 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from analyzer.backtest import backtest_rollout
-from analyzer.cli import app
-from analyzer.export import recorded_intervals, resolve_rollout
-from analyzer.local.prometheus import PrometheusServer
-from analyzer.metrics.replay import read_replay
+from analyzer.cli.app import app
+from analyzer.demo.local_prometheus import PrometheusServer
+from analyzer.offline.backtest import backtest_rollout
+from analyzer.offline.export import recorded_intervals, resolve_rollout
 from analyzer.policy import load_policy
-from analyzer.tuning import apply_settings
+from analyzer.sources.replay import read_replay
 from tests.sre.conftest import Recorded
 
 runner = CliRunner()
@@ -86,15 +85,14 @@ def test_backtest_same_policy_reproduces_the_record(recorded: Recorded) -> None:
 
 def test_backtest_other_policy_shows_where_it_differs(recorded: Recorded) -> None:
     store = recorded.store()
-    own = load_policy(recorded.regressed_policy)
-    lax = apply_settings(own, {"tolerance": 3.0})  # a ratio of 4 before rolling back
+    lax = load_policy(recorded.lax_policy)
     res = backtest_rollout(store, recorded.regressed_id, lax)
     assert res.then_outcome == "rolled_back"
     assert res.differences
     last = res.ticks[-1]
     assert last.then_decision == "rollback" and last.decision != "rollback"
     # CLI: the table names the first difference
-    out = canary("backtest", str(recorded.healthy_policy), "--db", recorded.url,
+    out = canary("backtest", str(recorded.lax_policy), "--db", recorded.url,
                  "--rollout", "web-regressed")
     assert out.returncode == 0, out.stderr
     assert "differ" in out.stdout and "rolled_back" in out.stdout

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from analyzer.cli import app
-from analyzer.policy import load_policy
-from analyzer.tuning import (
+from analyzer.cli.app import app
+from analyzer.offline.tuning import (
     apply_settings,
     build_scenarios,
     parse_grid,
     parse_regression,
     simulation_policy,
 )
+from analyzer.policy import load_policy
 from tests.sre.conftest import REPO
 
 runner = CliRunner()

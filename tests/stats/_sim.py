@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.judge import _start_weights
-from analyzer.stats.counts import CountTest
+from analyzer.core.ratio_check import start_weights
+from analyzer.core.stats.counts import CountTest
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def simulate(
     n_steps = len(weights)
     test = CountTest(
         tolerance, alpha, streams=streams, robust=robust, compute_cs=False,
-        start_weights=_start_weights(n_steps) if restarts else (1.0,),
+        start_weights=start_weights(n_steps) if restarts else (1.0,),
     )
     thr = 1 / alpha
     rejected = np.zeros(streams, dtype=bool)

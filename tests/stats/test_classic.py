@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analyzer.stats.classic import fisher_exact, kayenta_classify, mann_whitney, welch_t
+from analyzer.core.stats.classic import fisher_exact, kayenta_classify, mann_whitney, welch_t
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from analyzer.stats.counts import CountTest, rate_below
-from analyzer.stats.power import wald_events_needed
+from analyzer.core.stats.counts import CountTest, rate_below
+from analyzer.core.stats.power import wald_events_needed
 from tests.stats._sim import simulate
 
 ALPHA = 0.05  # a large alpha makes the A/A bound sharp at small simulation sizes

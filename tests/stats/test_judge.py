@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
 
-from analyzer.judge import Judge
+from analyzer.core.judge import Judge
+from analyzer.core.types import Action, Histogram, Outcome, Samples, VersionSample
 from analyzer.policy import Policy, parse_policy
-from analyzer.types import Action, Histogram, Outcome, Samples, VersionSample
+from tests.support.clock import EPOCH
 
-T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+T0 = EPOCH
 STEP = timedelta(seconds=30)
 
 

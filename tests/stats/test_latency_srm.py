@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from analyzer.stats.latency import (
+from analyzer.core.stats.latency import (
     DistributionTest,
     bound_for_slo,
     choose_bound,
     interpolate_quantile,
 )
-from analyzer.stats.srm import SampleRatioTest
-from analyzer.types import Histogram
+from analyzer.core.stats.srm import SampleRatioTest
+from analyzer.core.types import Histogram
 
 LE = (0.05, 0.1, 0.25, 0.5, 1.0, math.inf)
 

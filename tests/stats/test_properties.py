@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.stats.counts import CountTest, rate_below
-from analyzer.stats.latency import DistributionTest
-from analyzer.types import Histogram
+from analyzer.core.stats.counts import CountTest, rate_below
+from analyzer.core.stats.latency import DistributionTest
+from analyzer.core.types import Histogram
 
 interval = st.tuples(
     st.integers(0, 5000), st.integers(0, 60), st.integers(0, 5000), st.integers(0, 60)

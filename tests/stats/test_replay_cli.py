@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from analyzer.cli import app
+from analyzer.cli.app import app
 
 DATA = Path(__file__).parents[1] / "data" / "replay"
 POLICY = str(DATA / "policy.yaml")

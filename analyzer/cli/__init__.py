@@ -1,0 +1,1 @@
+"""The `canary` command line: the Typer app (app.py) and one module per command group."""

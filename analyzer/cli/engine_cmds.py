@@ -1,0 +1,346 @@
+"""`canary run|start|status|promote|abort|pause|resume|history`: the engine's commands.
+
+`run` is the daemon (scheduler + HTTP API); the others talk to the same database only
+(`--db`, default `$CANARY_DB` or sqlite:///canary.db): `start` queues a new rollout, the manual
+gates queue a command that the owning daemon applies at its next tick.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from analyzer.cli.app import app
+from analyzer.cli.common import load_policy_or_exit, print_policy_problems
+from analyzer.core.rollout import Command
+from analyzer.daemon.store import DEFAULT_DB, NotFound, Store, StoreError, TickRow
+from analyzer.policy import PolicyError, load_policies
+
+DB_HELP = "database URL: sqlite:///file.db or postgresql://user@host/db (env CANARY_DB)"
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error[/red] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def _store(db: str | None) -> Store:
+    try:
+        return Store(db or os.environ.get("CANARY_DB") or DEFAULT_DB)
+    except StoreError as e:
+        _fail(str(e))
+
+
+def _db_option() -> Any:
+    return typer.Option(None, "--db", help=DB_HELP, show_default=DEFAULT_DB)
+
+
+def _actor() -> str:
+    try:
+        return f"cli ({getpass.getuser()})"
+    except Exception:
+        return "cli"
+
+
+# --------------------------------------------------------------------------- run
+
+
+@app.command()
+def run(
+    policies: Path | None = typer.Option(
+        None, "--policies", help="directory of policy files: each gets a rollout unless one "
+        "exists already", exists=False),
+    db: str | None = _db_option(),
+    listen: str = typer.Option("127.0.0.1:8080", "--listen", help="HOST:PORT of the HTTP API"),
+    no_api: bool = typer.Option(False, "--no-api", help="do not serve the HTTP API"),
+    api_token_file: Path | None = typer.Option(
+        None, "--api-token-file", help="file holding the API bearer token (default: env "
+        "CANARY_API_TOKEN); without a token the write API is disabled"),
+    sync_interval: float = typer.Option(
+        5.0, "--sync-interval", min=0.1, help="seconds between ownership checks (take-over "
+        "time of a dead replica's rollouts)"),
+    workers: int = typer.Option(8, "--workers", min=1, help="ticks that may run in parallel"),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING"),
+    kube_events: bool | None = typer.Option(
+        None, "--kube-events/--no-kube-events", help="record decisions as Kubernetes Events "
+        "on the routed object (default: on when running in a cluster)"),
+) -> None:
+    """The daemon: tick every active rollout at its interval, serve the API, until SIGTERM."""
+    from analyzer.daemon.engine import Engine
+    from analyzer.daemon.metrics import EngineMetrics
+    from analyzer.daemon.notify import Notifier
+    from analyzer.daemon.scheduler import Scheduler
+    from analyzer.daemon.server import ApiServer
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loaded = []
+    if policies is not None:
+        if not policies.is_dir():
+            _fail(f"--policies {policies}: not a directory", 2)
+        try:
+            loaded = load_policies(policies)
+        except PolicyError as e:
+            print_policy_problems(e)
+            raise typer.Exit(1) from None
+    host, port = _parse_listen(listen)
+    token = None
+    if api_token_file is not None:
+        try:
+            token = api_token_file.read_text().strip() or None
+        except OSError as e:
+            _fail(f"--api-token-file {api_token_file}: {e.strerror}")
+    token = token or os.environ.get("CANARY_API_TOKEN") or None
+
+    store = _store(db)
+    metrics = EngineMetrics()
+    notifier: Any = Notifier()
+    if kube_events is None:
+        kube_events = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if kube_events:
+        from analyzer.daemon.kube_events import FanOut, KubeEventRecorder
+
+        try:
+            notifier = FanOut(notifier, KubeEventRecorder())
+        except Exception as e:  # no kubeconfig: say so, keep running without Events
+            err.print(f"warning: Kubernetes Events off: {str(e).splitlines()[0]}")
+    engine = Engine(store, metrics=metrics, notifier=notifier)
+    scheduler = Scheduler(engine, policies=loaded, sync_interval=sync_interval,
+                          max_workers=workers)
+    server = None
+    if not no_api:
+        try:
+            server = ApiServer(store, metrics, scheduler=scheduler, token=token, host=host,
+                               port=port)
+        except OSError as e:
+            _fail(f"cannot listen on {listen}: {e.strerror}")
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        logging.getLogger("analyzer").info("signal %d: finishing ticks in flight", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    scheduler.start()
+    if server is not None:
+        server.start()
+    logging.getLogger("analyzer").info(
+        "engine %s running: db %s, %d policy file(s), api %s%s", engine.replica,
+        store.url_redacted, len(loaded), server.url if server else "off",
+        "" if token or server is None else " (read-only: no CANARY_API_TOKEN)")
+    # A line on stdout that tests and wrappers can wait for.
+    print(json.dumps({"ready": True, "api": server.url if server else None,
+                      "replica": engine.replica}), flush=True)
+    while not stop.wait(0.5):
+        pass
+    if server is not None:
+        server.stop()
+    scheduler.shutdown(wait=True)
+    notifier.close(timeout=5)
+    store.dispose()
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        _fail(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8080", 2)
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+# --------------------------------------------------------------------------- start
+
+
+@app.command()
+def start(
+    policy_file: Path = typer.Argument(..., metavar="POLICY", help="the policy file"),
+    canary_version: str | None = typer.Option(
+        None, "--canary-version", help="canary version (default: the policy's target.canary)"),
+    db: str | None = _db_option(),
+    as_json: bool = typer.Option(False, "--json", help="print the rollout as JSON"),
+) -> None:
+    """Queue a new rollout of POLICY (what a CD pipeline calls); `canary run` executes it.
+
+    Starting the version that is already rolling out is a no-op (pipelines retry); another
+    version while one is active is an error: abort the active one first.
+    """
+    policy = load_policy_or_exit(policy_file)
+    store = _store(db)
+    try:
+        rec = store.create_rollout(policy, datetime.now(UTC), canary_version=canary_version)
+    except StoreError as e:
+        _fail(str(e))
+    except ValueError as e:
+        _fail(f"--canary-version {canary_version!r}: {e}")
+    if as_json:
+        typer.echo(json.dumps(rec.to_json(), indent=1))
+    else:
+        out.print(f"rollout {rec.name} #{rec.generation} (id {rec.id}): {rec.stable_version} -> "
+                  f"{rec.canary_version}, {rec.phase}")
+
+
+# --------------------------------------------------------------------------- status
+
+
+@app.command()
+def status(
+    name: str | None = typer.Argument(None, help="one rollout (default: all)"),
+    db: str | None = _db_option(),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Rollouts and where they are (newest run of each policy)."""
+    from analyzer.daemon.server import redact_policy
+
+    store = _store(db)
+    try:
+        recs = [store.latest(name)] if name else store.list_rollouts()
+    except NotFound as e:
+        _fail(str(e))
+    except StoreError as e:
+        _fail(str(e))
+    if as_json:
+        data = []
+        for r in recs:
+            d = r.to_json()
+            d["pending_commands"] = [str(c.command) for c in store.pending_commands(r.id)]
+            if name:
+                d["policy"] = redact_policy(r.policy)
+            data.append(d)
+        typer.echo(json.dumps(data[0] if name else data, indent=1))
+        return
+    if not recs:
+        out.print("no rollouts (start one: canary start POLICY)")
+        return
+    if name:
+        r = recs[0]
+        pending = ", ".join(str(c.command) for c in store.pending_commands(r.id)) or "none"
+        for label, value in (
+            ("rollout", f"{r.name} #{r.generation} (id {r.id})"),
+            ("versions", f"{r.stable_version} -> {r.canary_version}"),
+            ("phase", str(r.phase)),
+            ("step", f"{r.state.step} at weight {r.state.weight}%"),
+            ("ticks", f"{r.tick_seq} (last by {r.owner or '-'})"),
+            ("updated", r.updated_at.isoformat()),
+            ("queued", pending),
+            ("reason", r.state.reason),
+        ):
+            out.print(f"{label + ':':<10}{value}")
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("NAME", "RUN", "CANARY", "PHASE", "STEP", "WEIGHT", "TICKS", "UPDATED",
+                "REASON"):
+        table.add_column(col, overflow="fold" if col == "REASON" else "ellipsis",
+                         no_wrap=col != "REASON")
+    for r in recs:
+        pending = store.pending_commands(r.id)
+        phase = str(r.phase) + (f" ({', '.join(str(c.command) for c in pending)} queued)"
+                                if pending else "")
+        table.add_row(r.name, f"#{r.generation}", r.canary_version, phase, str(r.state.step),
+                      f"{r.state.weight}%", str(r.tick_seq),
+                      r.updated_at.strftime("%Y-%m-%d %H:%M:%S"), r.state.reason[:160])
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- manual gates
+
+
+def _command(name: str, command: Command, db: str | None) -> None:
+    store = _store(db)
+    try:
+        rec, cid = store.add_command(name, command, _actor(), datetime.now(UTC))
+    except NotFound as e:
+        _fail(str(e))
+    except StoreError as e:
+        _fail(str(e))
+    out.print(f"{command} queued for {rec.name} #{rec.generation} (command {cid}); the engine "
+              "applies it at the rollout's next tick")
+
+
+@app.command()
+def promote(name: str = typer.Argument(..., help="rollout name"),
+            db: str | None = _db_option()) -> None:
+    """Skip the rest of the current step (or pause): go to the next step."""
+    _command(name, Command.PROMOTE, db)
+
+
+@app.command()
+def abort(name: str = typer.Argument(..., help="rollout name"),
+          db: str | None = _db_option()) -> None:
+    """Roll back: all traffic to stable."""
+    _command(name, Command.ABORT, db)
+
+
+@app.command()
+def pause(name: str = typer.Argument(..., help="rollout name"),
+          db: str | None = _db_option()) -> None:
+    """Stop deciding; the weight stays where it is."""
+    _command(name, Command.PAUSE, db)
+
+
+@app.command()
+def resume(name: str = typer.Argument(..., help="rollout name"),
+           db: str | None = _db_option()) -> None:
+    """Continue a paused rollout (ends a pause step)."""
+    _command(name, Command.RESUME, db)
+
+
+# --------------------------------------------------------------------------- history
+
+
+@app.command()
+def history(
+    name: str = typer.Argument(..., help="rollout name"),
+    db: str | None = _db_option(),
+    as_json: bool = typer.Option(False, "--json", help="every tick with samples and verdicts"),
+    limit: int | None = typer.Option(None, "--limit", help="only the last N ticks"),
+) -> None:
+    """The decision log of a rollout's newest run: one line per tick."""
+    store = _store(db)
+    try:
+        rec = store.latest(name)
+        rows = store.ticks(rec.id)
+    except NotFound as e:
+        _fail(str(e))
+    except StoreError as e:
+        _fail(str(e))
+    if limit is not None:
+        rows = rows[-limit:]
+    if as_json:
+        typer.echo(json.dumps({"rollout": rec.to_json(),
+                               "ticks": [t.to_json(full=True) for t in rows]}, indent=1))
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("TICK", "TIME", "PHASE", "WEIGHT", "ACTION", "REASON"):
+        table.add_column(col, overflow="fold" if col == "REASON" else "ellipsis")
+    for t in rows:
+        table.add_row(str(t.seq), t.scheduled_at.strftime("%H:%M:%S"), _phase(t),
+                      _weights(t), t.action + (f" ({t.command})" if t.command else ""),
+                      t.reason)
+    out.print(f"{rec.name} #{rec.generation}: {rec.stable_version} -> {rec.canary_version}, "
+              f"{rec.phase} at {rec.state.weight}%")
+    out.print(table)
+
+
+def _phase(t: TickRow) -> str:
+    return t.phase_after if t.phase_before == t.phase_after else (
+        f"{t.phase_before}->{t.phase_after}")
+
+
+def _weights(t: TickRow) -> str:
+    return f"{t.weight_after}%" if t.weight_before == t.weight_after else (
+        f"{t.weight_before}->{t.weight_after}%")

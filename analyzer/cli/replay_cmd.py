@@ -1,0 +1,75 @@
+"""`canary replay POLICY DATA.jsonl [MORE ...] [--json]`: run a policy's checks and judge over
+recorded intervals, with no Prometheus and no router.
+
+Each file is one rollout. A promote decision advances the policy's step (reaching the last
+step, normally 100%, is a full promotion); the data's `canary_weight` is what the canary really
+received and is what the sample-ratio check compares against. Pause steps are skipped (nobody
+is there to resume them). The rollout ends at a rollback, a pause (onInconclusive or
+onDataFailure set to pause: "inconclusive"), a full promotion, or the end of the data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from analyzer.cli.app import app
+from analyzer.cli.common import load_policy_or_exit
+from analyzer.offline.replay import ReplayResult, replay_rollout
+from analyzer.sources.replay import ReplayError, read_replay
+
+
+def _table(console: Console, res: ReplayResult) -> None:
+    table = Table(title=f"{res.file}", show_lines=True, expand=True)
+    for col in ("tick", "time", "step", "weight", "data %", "decision"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=1)
+    colors = {"rollback": "red", "promote": "green", "pause": "yellow", "hold": "white"}
+    for t in res.ticks:
+        c = colors.get(t["decision"], "white")
+        table.add_row(
+            str(t["tick"]), t["t"][11:19], str(t["step"]), f"{t['weight']}%",
+            "" if t["canary_weight"] is None else f"{t['canary_weight']:g}%",
+            f"[{c}]{t['decision']}[/{c}]", t["reason"],
+        )
+    console.print(table)
+    console.print(f"outcome: [bold]{res.outcome}[/bold] (tick {res.decisive_tick} of "
+                  f"{len(res.ticks)})")
+
+
+@app.command()
+def replay(
+    policy_file: Path = typer.Argument(..., metavar="POLICY", help="the rollout policy (YAML)"),
+    data: list[Path] = typer.Argument(
+        ..., metavar="DATA.jsonl...", help="recorded intervals, one JSON object per line"
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="one JSON object per tick, then a final object per file"
+    ),
+) -> None:
+    """Run a policy's checks and judge over recorded intervals (no Prometheus, no router)."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    policy = load_policy_or_exit(policy_file)
+    loaded = []
+    for f in data:
+        try:
+            loaded.append((f, read_replay(f)))
+        except ReplayError as e:
+            err.print(f"[red]error[/red] {e}")
+            err.print("expected one JSON object per line: "
+                      '{"t": ..., "canary_weight": ..., "stable": {"requests": ..., '
+                      '"errors": ...}, "canary": {...}} (see docs/statistics.md)')
+            raise typer.Exit(1) from None
+    console = Console(highlight=False)
+    for f, lines in loaded:
+        res = replay_rollout(policy, lines, str(f))
+        if as_json:
+            for t in res.ticks:
+                typer.echo(json.dumps(t))
+            typer.echo(json.dumps(res.final()))
+        else:
+            _table(console, res)

@@ -1,0 +1,514 @@
+"""The tick orchestrator: one evaluation of one rollout, from the store back to the store.
+
+Owns the order of I/O in a tick (the state machine in analyzer/core/rollout.py decides; this module
+does what it says):
+
+1. read the rollout (state, judge state, tick sequence number) and its oldest pending manual
+   command; no transaction is held while the network is used;
+2. a command goes to the state machine directly; otherwise, at an analysis step, fetch the
+   window [t0, now) from the metric source and ask the judge; otherwise let time act (start,
+   timed pause, finishing a promotion);
+3. ask the `beforeStep` gates when the transition enters a step (non-2xx: hold);
+4. move traffic: a rollback resets the router before anything else; a failed write leaves the
+   previous weight and the rollout holds;
+5. commit the tick, state, judge state, weight change, events and the consumed command in ONE
+   transaction guarded by the tick sequence number (store.commit_tick);
+6. only then: metrics, notifications (background; never blocks).
+
+Crash consistency. The router write (4) happens between reading (1) and committing (5). If the
+process dies in between, the store still holds the previous state and the router may hold the
+new traffic. The first tick of a rollout in a (re)started process therefore reconciles: it reads
+the router and writes the traffic the committed state (or this tick's transition) asks for
+(routers are idempotent), and records that as a `reconcile` weight change. The lost tick is
+re-evaluated from the committed judge state, so no decision is lost and none is applied twice.
+
+`run_rollout` drives one rollout to its end on a simulated clock: the programmatic entry point
+for simulations, notebooks and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from analyzer.core.rollout import (
+    STABLE_ONLY,
+    Phase,
+    RolloutMachine,
+    RolloutState,
+    Traffic,
+    Transition,
+)
+from analyzer.core.types import Decision, Samples
+from analyzer.daemon.metrics import EngineMetrics
+from analyzer.daemon.notify import Notice, Notifier, check_gates
+from analyzer.daemon.store import Store, StoreError, TickConflict, TickRecord, TickRow
+from analyzer.policy import Policy
+from analyzer.routers.base import Router, RouterError, TrafficSplit
+from analyzer.sources.base import MetricSource
+
+log = logging.getLogger("analyzer.daemon.engine")
+
+#: A window never reaches further back than this many effective windows (after a long pause
+#: or downtime the first analysis looks at recent data only).
+MAX_WINDOW_FACTOR = 3
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    """What one call of `Engine.tick` did."""
+
+    rollout_id: int
+    recorded: bool  # a tick row was committed
+    seq: int | None
+    transition: Transition | None
+    decision: Decision | None = None
+    samples: Samples | None = None
+    conflict: bool = False  # another replica committed this tick first
+    reconciled: bool = False
+
+    @property
+    def phase(self) -> Phase | None:
+        return self.transition.after.phase if self.transition else None
+
+
+class _Runtime:
+    """What a process keeps per rollout between ticks (rebuilt after a restart)."""
+
+    def __init__(self, policy: Policy, router: Router | None, router_error: str | None,
+                 source: MetricSource) -> None:
+        self.policy = policy
+        self.machine = RolloutMachine.for_policy(policy)
+        self.router = router
+        self.router_error = router_error
+        self.source = source
+        self.needs_reconcile = True
+        self.store_failed = False  # the last commit failed: check the store before the router
+        self.lock = threading.Lock()  # one tick of a rollout at a time in this process
+
+
+RouterFactory = Callable[[Policy], Router]
+SourceFactory = Callable[[Policy], MetricSource]
+JudgeFactory = Any  # a class with Judge's interface (see the brief / analyzer/core/judge.py)
+
+
+def default_router(policy: Policy) -> Router:
+    from analyzer.routers.factory import build_router
+
+    return build_router(policy)
+
+
+def default_source(policy: Policy) -> MetricSource:
+    from analyzer.sources.factory import build_metric_source
+
+    return build_metric_source(policy)
+
+
+def default_judge() -> JudgeFactory:
+    from analyzer.core.judge import Judge
+
+    return Judge
+
+
+class Engine:
+    """Ticks rollouts stored in `store`. Thread-safe: ticks of different rollouts may run in
+    parallel; ticks of one rollout are serialized (and guarded in the store)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        metrics: EngineMetrics | None = None,
+        notifier: Notifier | None = None,
+        replica: str | None = None,
+        router_factory: RouterFactory | None = None,
+        source_factory: SourceFactory | None = None,
+        judge_class: JudgeFactory | None = None,
+        gate_post: Callable[..., Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics or EngineMetrics()
+        self.notifier = notifier
+        self.replica = replica or replica_id()
+        self.router_factory = router_factory or default_router
+        self.source_factory = source_factory or default_source
+        self._judge_class = judge_class
+        self.gate_post = gate_post
+        self._runtimes: dict[int, _Runtime] = {}
+        self._lock = threading.Lock()
+
+    # -- runtime cache ---------------------------------------------------------------------
+
+    @property
+    def judge_class(self) -> JudgeFactory:
+        if self._judge_class is None:
+            self._judge_class = default_judge()
+        return self._judge_class
+
+    def runtime(self, rollout_id: int, policy: Policy) -> _Runtime:
+        with self._lock:
+            rt = self._runtimes.get(rollout_id)
+            if rt is None:
+                router: Router | None = None
+                error: str | None = None
+                try:
+                    router = self.router_factory(policy)
+                except RouterError as e:
+                    error = str(e)
+                except Exception as e:  # a config problem must not kill the scheduler
+                    error = f"cannot build router {policy.spec.router.provider}: {e}"
+                rt = _Runtime(policy, router, error, self.source_factory(policy))
+                self._runtimes[rollout_id] = rt
+            return rt
+
+    def router_for(self, rollout_id: int) -> Router | None:
+        rt = self._runtimes.get(rollout_id)
+        return rt.router if rt else None
+
+    def forget(self, rollout_id: int) -> None:
+        """Drop what this process keeps for a rollout (another replica owns it now)."""
+        with self._lock:
+            self._runtimes.pop(rollout_id, None)
+
+    # -- one tick ------------------------------------------------------------------------
+
+    def tick(self, rollout_id: int, now: datetime | None = None) -> TickOutcome:
+        """Evaluate `rollout_id` once at time `now` (default: the wall clock, UTC)."""
+        now = now or utcnow()
+        rec = self.store.get(rollout_id)
+        if not rec.active:
+            return TickOutcome(rollout_id, False, None, None)
+        rt = self.runtime(rollout_id, rec.load_policy())
+        with rt.lock:
+            return self._tick(rt, rollout_id, now)
+
+    def _tick(self, rt: _Runtime, rollout_id: int, now: datetime) -> TickOutcome:
+        started = time.perf_counter()
+        rec = self.store.get(rollout_id)  # re-read under the per-rollout lock
+        if not rec.active:
+            return TickOutcome(rollout_id, False, None, None)
+        policy, machine, state = rt.policy, rt.machine, rec.state
+        seq = rec.tick_seq + 1
+        if rt.store_failed:
+            # The store refused the last commit (disk full, read-only): do not move the router
+            # again until it takes a write, or traffic would flap every tick of the outage.
+            self.store.check_writable(rollout_id)
+            rt.store_failed = False
+        cmd = self.store.pending_command(rollout_id)
+        judge = None
+        decision: Decision | None = None
+        samples: Samples | None = None
+        t0 = t1 = None
+        if cmd is not None:
+            t = machine.on_command(state, cmd.command, now, actor=cmd.actor)
+        elif machine.needs_analysis(state):
+            t0, t1 = self.window(policy, rec.last_t1, state, now)
+            if t1 <= t0:
+                t = Transition(state, state, "wait", "window not open yet")
+            else:
+                judge = self._judge(policy, rec.judge_state, source=rt.source, now=now)
+                weight = state.weight if policy.spec.strategy.type == "canary" else None
+                samples = rt.source.fetch(t0, t1, canary_weight=weight)
+                decision = judge.evaluate(samples, now)
+                t = machine.on_decision(state, decision, now)
+        else:
+            t = machine.on_time(state, now)
+
+        gate_answers: list[dict[str, Any]] | None = None
+        if t.gate is not None and policy.spec.gates.beforeStep:
+            res = check_gates(policy, t.gate.step, t.gate.weight, rollout_id=rollout_id,
+                              post=self.gate_post)
+            gate_answers = [a.to_json() for a in res.answers]
+            if not res.ok:
+                t = machine.gate_held(t, res.reason)
+
+        t, reconciled_from = self._move_traffic(rt, rollout_id, t, now)
+
+        if t.is_wait:
+            if reconciled_from is not None:
+                self._record_reconcile(rollout_id, reconciled_from, state.traffic, now)
+            return TickOutcome(rollout_id, False, None, t, reconciled=reconciled_from is not None)
+
+        # The judge's clock: a new step (or a resumed one) starts now.
+        if t.start_step and t.after.phase is Phase.PROGRESSING:
+            if judge is None:
+                judge = self._judge(policy, rec.judge_state, source=rt.source, now=now)
+            judge.start_step(now, float(t.after.weight))
+        judge_state = judge.to_state() if judge is not None else None
+
+        events = [(t.action, t.reason)] if t.action not in ("hold",) else []
+        if reconciled_from is not None and state.traffic != t.after.traffic:
+            events.append(("reconcile", f"router held weight {reconciled_from.weight}, the "
+                           f"store {state.traffic.weight}; applied {t.after.traffic.weight}"))
+        record = TickRecord(
+            rollout_id=rollout_id, seq=seq, scheduled_at=now, state_before=state,
+            state_after=t.after, action=t.action, reason=t.reason,
+            t0=t0 if samples is not None else None, t1=t1 if samples is not None else None,
+            decision=decision.to_json() if decision is not None else None,
+            samples=samples.to_json() if samples is not None else None,
+            judge_state=judge_state, gate=gate_answers,
+            command_id=cmd.id if cmd is not None else None,
+            command=str(cmd.command) if cmd is not None else None,
+            replica=self.replica, duration_ms=int((time.perf_counter() - started) * 1000),
+            events=tuple(events),
+        )
+        try:
+            self.store.commit_tick(record)
+        except TickConflict as e:
+            log.warning("%s: %s", policy.name, e)
+            # Someone else moved this rollout on: our view of the router is stale.
+            rt.needs_reconcile = True
+            return TickOutcome(rollout_id, False, seq, t, decision, samples, conflict=True)
+        except StoreError:
+            self._undo_traffic(rt, state.traffic, t)
+            raise
+        if reconciled_from is not None and state.traffic == t.after.traffic:
+            self._record_reconcile(rollout_id, reconciled_from, t.after.traffic, now)
+        self._after_commit(rt, rec.name, rollout_id, seq, t, decision, samples,
+                           time.perf_counter() - started)
+        return TickOutcome(rollout_id, True, seq, t, decision, samples,
+                           reconciled=reconciled_from is not None)
+
+    # -- pieces --------------------------------------------------------------------------
+
+    @staticmethod
+    def window(policy: Policy, last_t1: datetime | None, state: RolloutState,
+               now: datetime) -> tuple[datetime, datetime]:
+        """The data window of a tick at `now`.
+
+        Default (no explicit `analysis.window`): from the end of the previous window, so
+        consecutive windows tile time with neither gaps nor double counting, even when ticks
+        are late or were missed during a restart; never before the current step started (data
+        at another weight) and never more than MAX_WINDOW_FACTOR windows back. With an
+        explicit window: [now - window, now), also clipped to the step start.
+        """
+        analysis = policy.spec.analysis
+        window = analysis.effective_window
+        if analysis.window is not None:
+            t0 = now - window
+        else:
+            t0 = last_t1 if last_t1 is not None else now - window
+            t0 = max(t0, now - window * MAX_WINDOW_FACTOR)
+        if state.step_started_at is not None:
+            t0 = max(t0, state.step_started_at)
+        return t0, now
+
+    def _judge(self, policy: Policy, judge_state: dict[str, Any] | None, *,
+               source: MetricSource | None = None, now: datetime | None = None) -> Any:
+        cls = self.judge_class
+        if judge_state:
+            return cls.from_state(policy, judge_state)
+        judge = cls(policy)
+        if source is not None and now is not None:
+            # Latency bounds are picked on stable traffic BEFORE the analysis starts.
+            base = source.fetch(now - policy.spec.analysis.baselineWindow, now, canary_weight=0)
+            judge.set_baseline(base.stable.latency if base.ok and base.stable else None)
+        else:
+            judge.set_baseline(None)
+        return judge
+
+    def _move_traffic(self, rt: _Runtime, rollout_id: int, t: Transition,
+                      now: datetime) -> tuple[Transition, Traffic | None]:
+        """Apply the transition's traffic (reset first on rollback). On the first tick in this
+        process, compare with what the router holds and rewrite it (reconciliation).
+
+        Returns the (possibly router-failed) transition and, when a reconciliation changed
+        the router, the traffic the router had before.
+        """
+        before = t.before.traffic
+        desired = t.after.traffic
+        reconciled_from: Traffic | None = None
+        for _attempt in range(2):
+            try:
+                router = self._router(rt)
+                if t.reset:
+                    # A rollback resets before anything else, whatever we believe is applied.
+                    router.reset()
+                    rt.needs_reconcile = False
+                    return t, None
+                if rt.needs_reconcile:
+                    actual = _from_split(router.get_weight())
+                    if actual != desired:
+                        _apply(router, actual, desired)
+                    if actual != before:
+                        reconciled_from = actual
+                    rt.needs_reconcile = False
+                elif desired != before:
+                    _apply(router, before, desired)
+                return t, reconciled_from
+            except RouterError as e:
+                self.metrics.router_errors.labels(rollout=rt.policy.name).inc()
+                log.warning("%s: router error: %s", rt.policy.name, e)
+                rt.needs_reconcile = True  # we no longer know what the router holds
+                failed = rt.machine.router_failed(t, now, str(e))
+                if failed.reset and not t.reset:
+                    t = failed  # too many refusals: now a rollback, which resets first
+                    continue
+                return failed, None
+        return t, None
+
+    def _undo_traffic(self, rt: _Runtime, committed: Traffic, t: Transition) -> None:
+        """The commit failed: nothing of this tick is recorded, so put the router back to the
+        committed traffic (store and router agree while the store is down). A rollback stays
+        applied: all traffic on stable is always safe, and the next tick decides again."""
+        rt.needs_reconcile = True  # the commit may have landed after all: check next tick
+        rt.store_failed = True
+        if t.reset or t.after.traffic == committed:
+            return
+        try:
+            _apply(self._router(rt), t.after.traffic, committed)
+        except RouterError as e:
+            log.warning("%s: could not undo the weight change of an unrecorded tick: %s",
+                        rt.policy.name, e)
+
+    def _router(self, rt: _Runtime) -> Router:
+        if rt.router is None:
+            raise RouterError(rt.router_error or "no router")
+        return rt.router
+
+    def _record_reconcile(self, rollout_id: int, was: Traffic, now_traffic: Traffic,
+                          now: datetime) -> None:
+        msg = (f"router held weight {was.weight} (header {was.header_route}, mirror "
+               f"{was.mirror_percent}); re-applied the committed weight {now_traffic.weight}")
+        log.info("rollout %s: %s", rollout_id, msg)
+        self.store.record_reconcile(rollout_id, was.weight, now_traffic.to_json(), now, msg)
+
+    def _after_commit(self, rt: _Runtime, name: str, rollout_id: int, seq: int, t: Transition,
+                      decision: Decision | None, samples: Samples | None,
+                      seconds: float) -> None:
+        m = self.metrics
+        after = t.after
+        m.weight.labels(rollout=name).set(after.weight)
+        m.set_state(name, str(after.phase))
+        m.step.labels(rollout=name).set(after.step)
+        m.tick_seconds.observe(seconds)
+        m.decisions.labels(rollout=name, decision=str(decision.action) if decision
+                           else t.action).inc()
+        if samples is not None and not samples.ok:
+            m.data_failures.labels(rollout=name).inc()
+        if decision is not None:
+            for v in decision.verdicts:
+                if v.evidence is not None:
+                    m.evidence.labels(rollout=name, check=v.check).set(v.evidence)
+                if v.estimate is not None:
+                    m.estimate.labels(rollout=name, check=v.check).set(v.estimate)
+        log.info("%s tick %d: %s -> %s step %d weight %d: %s", name, seq, t.before.phase,
+                 after.phase, after.step, after.weight, t.reason)
+        if self.notifier is not None and t.changed:
+            self.notifier.notify(rt.policy, _notice(rt.policy, rollout_id, seq, t, decision))
+
+
+def _notice(policy: Policy, rollout_id: int, seq: int, t: Transition,
+            decision: Decision | None) -> Notice:
+    after = t.after
+    if after.phase is Phase.SUCCEEDED:
+        kind = "succeeded"
+    elif after.phase is Phase.FAILED:
+        kind = "failed"
+    elif after.phase is Phase.ROLLED_BACK:
+        kind = "rollback"
+    elif after.phase is Phase.PAUSED and t.before.phase is not Phase.PAUSED:
+        kind = "pause"
+    elif t.action == "promote":
+        kind = "promote"
+    else:
+        kind = "step"
+    text = (f"{t.reason} (weight {t.before.weight}% -> {after.weight}%, "
+            f"{t.before.phase} -> {after.phase})")
+    payload = {
+        "rollout_id": rollout_id, "tick": seq, "phase": str(after.phase), "step": after.step,
+        "weight_before": t.before.weight, "weight_after": after.weight,
+        "canary": policy.spec.target.canary, "stable": policy.spec.target.stable,
+        "decision": decision.to_json() if decision is not None else None,
+    }
+    return Notice(policy.name, kind, text, payload)
+
+
+def _from_split(split: TrafficSplit) -> Traffic:
+    return Traffic(weight=int(split.canary_weight), header_route=split.header_route,
+                   mirror_percent=split.mirror_percent)
+
+
+def _apply(router: Router, current: Traffic, desired: Traffic) -> None:
+    """Write only what differs (a router may not support mirroring or header routes at all)."""
+    if desired == STABLE_ONLY and current != STABLE_ONLY:
+        router.reset()
+        return
+    if desired.weight != current.weight:
+        router.set_weight(desired.weight)
+    if desired.header_route != current.header_route:
+        router.set_header_route(desired.header_route)
+    if desired.mirror_percent != current.mirror_percent:
+        router.set_mirror(desired.mirror_percent)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclass(frozen=True)
+class RolloutRun:
+    """Result of `run_rollout`: the final record and its ticks."""
+
+    rollout_id: int
+    phase: Phase
+    weight: int
+    ticks: list[TickRow]
+    store: Store
+    router: Router | None
+
+
+def run_rollout(
+    policy: Policy,
+    *,
+    store: Store | None = None,
+    start: datetime | None = None,
+    canary_version: str | None = None,
+    max_ticks: int = 10_000,
+    engine: Engine | None = None,
+    on_tick: Callable[[TickOutcome, datetime], None] | None = None,
+) -> RolloutRun:
+    """Run one rollout to its end on a simulated clock (no sleeping, no scheduler).
+
+    Ticks every `analysis.interval` from `start` (default: now, UTC) until the rollout is
+    terminal, paused for a human (a pause without duration, or the judge's pause), or
+    `max_ticks`. `store` defaults to an in-memory SQLite store; read the decision log with
+    `run.ticks` or `store.ticks(run.rollout_id)`. `on_tick(outcome, now)` sees every tick
+    (tests queue commands there).
+    """
+    store = store or Store("sqlite://")
+    engine = engine or Engine(store)
+    now = start or utcnow()
+    interval = policy.spec.analysis.interval
+    rec = store.create_rollout(policy, now, canary_version=canary_version)
+    for _ in range(max_ticks):
+        out = engine.tick(rec.id, now)
+        if on_tick is not None:
+            on_tick(out, now)
+        cur = store.get(rec.id)
+        if not cur.active:
+            break
+        if (cur.phase is Phase.PAUSED and cur.state.pause_until is None
+                and store.pending_command(rec.id) is None):
+            break  # needs a human
+        now = now + interval
+    cur = store.get(rec.id)
+    return RolloutRun(cur.id, cur.phase, cur.state.weight, store.ticks(cur.id), store,
+                      engine.router_for(cur.id))
+
+
+__all__ = ["Engine", "RolloutRun", "TickOutcome", "run_rollout", "utcnow"]

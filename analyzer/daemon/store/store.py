@@ -1,0 +1,456 @@
+"""The decision log and rollout state: one SQL store (SQLAlchemy 2), SQLite or PostgreSQL.
+
+Owns the schema, its version and migrations, and every read and write of rollouts, ticks,
+weight changes, events and manual commands.
+
+The tables are in tables.py, the records it returns in records.py.
+
+Crash consistency: a tick is committed in ONE transaction that advances `rollouts.tick_seq`
+from n to n+1 with a compare-and-set (`WHERE tick_seq = n`) and inserts tick n+1; a second
+attempt at the same tick (a restarted or competing replica) fails the compare-and-set and the
+unique constraint, so a tick is never applied twice.
+
+SQLite (default, a file) runs in WAL mode with `BEGIN IMMEDIATE` so the CLI and the daemon
+can write the same file; PostgreSQL is for several replicas.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from analyzer.core.rollout import Command, Phase, RolloutState
+from analyzer.daemon.store.codec import dumps, loads
+from analyzer.daemon.store.errors import (
+    InvalidCommand,
+    NotFound,
+    RolloutExists,
+    StoreError,
+    StoreUnavailable,
+    TickConflict,
+)
+from analyzer.daemon.store.records import (
+    CommandRecord,
+    EventRow,
+    RolloutRecord,
+    TickRecord,
+    TickRow,
+    WeightChange,
+    rollout_from_row,
+    tick_from_row,
+)
+from analyzer.daemon.store.tables import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    commands,
+    events,
+    metadata,
+    rollouts,
+    schema_version,
+    ticks,
+    weight_changes,
+)
+from analyzer.daemon.store.urls import DEFAULT_DB, normalize_url, redact_url
+from analyzer.policy import Policy
+from analyzer.util.times import as_utc
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """The engine's database. Thread-safe (one SQLAlchemy Engine with a pool)."""
+
+    def __init__(self, url: str | None = None, *, schema: str | None = None,
+                 migrate: bool = True) -> None:
+        raw = url or os.environ.get("CANARY_DB") or DEFAULT_DB
+        self.url = normalize_url(raw)
+        self.url_redacted = redact_url(self.url)
+        schema = schema or os.environ.get("CANARY_DB_SCHEMA") or None
+        try:
+            parsed = make_url(self.url)
+        except Exception:
+            raise StoreError(
+                f"database URL {self.url_redacted!r} is not a valid SQLAlchemy URL "
+                "(expected sqlite:///path/to/file.db or postgresql://user@host/db)"
+            ) from None
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StoreError(f"database {self.url_redacted}: only sqlite and postgresql "
+                             "are supported")
+        self.schema = schema if self.dialect == "postgresql" else None
+        kwargs: dict[str, Any] = {"future": True}
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            if parsed.database in (None, "", ":memory:"):
+                # One shared connection, or every pooled connection sees its own empty DB.
+                kwargs["poolclass"] = StaticPool
+        else:
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"connect_timeout": 10}
+        engine = create_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            _sqlite_setup(engine)
+        if self.schema:
+            engine = engine.execution_options(schema_translate_map={None: self.schema})
+        self.engine: Engine = engine
+        if migrate:
+            self.migrate()
+
+    # -- schema --------------------------------------------------------------------------
+
+    @property
+    def lock_namespace(self) -> str:
+        """Distinguishes advisory-lock keys of stores sharing one PostgreSQL database."""
+        return self.schema or "public"
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; return the version. Safe to run from many replicas."""
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Serialize concurrent migrations of replicas starting together.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                 {"k": lock_key(self.lock_namespace, "schema")})
+                    if self.schema:
+                        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                metadata.create_all(conn, tables=[schema_version])
+                row = conn.execute(select(schema_version.c.version)).first()
+                if row is None:
+                    metadata.create_all(conn)
+                    conn.execute(insert(schema_version).values(
+                        id=1, version=SCHEMA_VERSION, applied_at=datetime.now(UTC)))
+                    return SCHEMA_VERSION
+                version = int(row[0])
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"database {self.url_redacted} has schema version {version}, newer "
+                        f"than this canary-analyzer understands ({SCHEMA_VERSION}): upgrade it"
+                    )
+                while version < SCHEMA_VERSION:
+                    MIGRATIONS[version + 1](conn)
+                    version += 1
+                    conn.execute(update(schema_version).values(
+                        version=version, applied_at=datetime.now(UTC)))
+                return version
+        except IntegrityError:
+            # Another SQLite process created the schema at the same moment: it is there now.
+            return SCHEMA_VERSION
+        except OperationalError as e:
+            raise StoreUnavailable(f"cannot use database {self.url_redacted}: "
+                                   f"{_short(e)}") from None
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def check_writable(self, rollout_id: int) -> None:
+        """StoreUnavailable unless a write transaction commits (it touches the rollout's
+        `updated_at`; SQLite skips writes that change nothing): the engine asks before moving
+        traffic again after a failed commit."""
+        with self._tx() as conn:
+            conn.execute(update(rollouts).where(rollouts.c.id == rollout_id)
+                         .values(updated_at=datetime.now(UTC)))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as e:
+            raise StoreUnavailable(f"database {self.url_redacted}: {_short(e)}") from None
+
+    # -- rollouts ------------------------------------------------------------------------
+
+    def create_rollout(self, policy: Policy, now: datetime, *,
+                       canary_version: str | None = None) -> RolloutRecord:
+        """A new pending run of `policy`. Raises RolloutExists when one is active; starting
+        the same canary version again returns the active run (CD pipelines retry)."""
+        if canary_version:
+            policy = policy.with_canary_version(canary_version)
+        target = policy.spec.target
+        for _ in range(5):
+            try:
+                with self._tx() as conn:
+                    latest = conn.execute(
+                        select(rollouts).where(rollouts.c.name == policy.name)
+                        .order_by(rollouts.c.generation.desc()).limit(1)
+                    ).first()
+                    if latest is not None and not Phase(latest.phase).terminal:
+                        rec = rollout_from_row(latest)
+                        if rec.canary_version == target.canary:
+                            return rec
+                        raise RolloutExists(
+                            f"rollout {policy.name} is already {latest.phase} with canary "
+                            f"{latest.canary_version} (step {latest.step}, weight "
+                            f"{latest.weight}%); abort it first: canary abort {policy.name}"
+                        )
+                    gen = (latest.generation + 1) if latest is not None else 1
+                    return self._insert_rollout(conn, policy, gen, now)
+            except IntegrityError:
+                continue  # a concurrent start took this generation; look again
+        raise InvalidCommand(f"could not create rollout {policy.name}: concurrent starts")
+
+    def ensure_rollout(self, policy: Policy, now: datetime) -> RolloutRecord | None:
+        """Create generation 1 of `policy` unless any run of it exists (what `canary run
+        --policies DIR` does for each file). Race-free across replicas."""
+        try:
+            with self._tx() as conn:
+                exists = conn.execute(
+                    select(rollouts.c.id).where(rollouts.c.name == policy.name).limit(1)
+                ).first()
+                if exists is not None:
+                    return None
+                return self._insert_rollout(conn, policy, 1, now)
+        except IntegrityError:
+            return None
+
+    def _insert_rollout(self, conn: Connection, policy: Policy, generation: int,
+                        now: datetime) -> RolloutRecord:
+        state = RolloutState(reason="waiting for the first tick")
+        target = policy.spec.target
+        res = conn.execute(insert(rollouts).values(
+            name=policy.name, generation=generation, canary_version=target.canary,
+            stable_version=target.stable, policy=dumps(policy.model_dump(mode="json")),
+            phase=str(state.phase), step=state.step, weight=state.weight,
+            state=dumps(state.to_json()), judge_state=None, tick_seq=0, last_t1=None,
+            reason=state.reason, owner=None, created_at=now, updated_at=now,
+        ))
+        rid = int(res.inserted_primary_key[0])
+        conn.execute(insert(events).values(
+            rollout_id=rid, tick_seq=None, at=now, kind="created",
+            message=f"rollout {policy.name} #{generation}: {target.stable} -> {target.canary}"))
+        row = conn.execute(select(rollouts).where(rollouts.c.id == rid)).one()
+        return rollout_from_row(row)
+
+    def get(self, rollout_id: int) -> RolloutRecord:
+        with self._tx() as conn:
+            row = conn.execute(select(rollouts).where(rollouts.c.id == rollout_id)).first()
+        if row is None:
+            raise NotFound(f"no rollout with id {rollout_id}")
+        return rollout_from_row(row)
+
+    def latest(self, name: str) -> RolloutRecord:
+        """The newest run of the policy `name`."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(rollouts).where(rollouts.c.name == name)
+                .order_by(rollouts.c.generation.desc()).limit(1)
+            ).first()
+        if row is None:
+            raise NotFound(f"no rollout named {name!r} (canary status lists them)")
+        return rollout_from_row(row)
+
+    def list_rollouts(self, *, active_only: bool = False,
+                      all_generations: bool = False) -> list[RolloutRecord]:
+        with self._tx() as conn:
+            q = select(rollouts)
+            if not all_generations:
+                newest = (select(rollouts.c.name, func.max(rollouts.c.generation).label("g"))
+                          .group_by(rollouts.c.name).subquery())
+                q = q.join(newest, (rollouts.c.name == newest.c.name)
+                           & (rollouts.c.generation == newest.c.g))
+            if active_only:
+                q = q.where(rollouts.c.phase.not_in([p.value for p in Phase if p.terminal]))
+            rows = conn.execute(q.order_by(rollouts.c.name, rollouts.c.generation)).all()
+        return [rollout_from_row(r) for r in rows]
+
+    # -- ticks ---------------------------------------------------------------------------
+
+    def commit_tick(self, rec: TickRecord) -> None:
+        """Commit one tick atomically; TickConflict when tick `rec.seq` exists already."""
+        now = rec.scheduled_at
+        after = rec.state_after
+        values: dict[str, Any] = {
+            "tick_seq": rec.seq, "phase": str(after.phase), "step": after.step,
+            "weight": after.weight, "state": dumps(after.to_json()), "reason": after.reason,
+            "owner": rec.replica, "updated_at": now,
+        }
+        if rec.judge_state is not None:
+            values["judge_state"] = dumps(rec.judge_state)
+        if rec.t1 is not None:
+            values["last_t1"] = rec.t1
+        if after.phase.terminal and not rec.state_before.phase.terminal:
+            values["finished_at"] = now
+        decision = rec.decision or {}
+        detail = {k: v for k, v in decision.items() if k != "checks"} if decision else None
+        try:
+            with self._tx() as conn:
+                res = conn.execute(
+                    update(rollouts)
+                    .where(rollouts.c.id == rec.rollout_id, rollouts.c.tick_seq == rec.seq - 1)
+                    .values(**values)
+                )
+                if res.rowcount != 1:
+                    raise TickConflict(
+                        f"tick {rec.rollout_id}:{rec.seq} was already committed elsewhere")
+                conn.execute(insert(ticks).values(
+                    rollout_id=rec.rollout_id, seq=rec.seq, scheduled_at=rec.scheduled_at,
+                    t0=rec.t0, t1=rec.t1,
+                    phase_before=str(rec.state_before.phase), phase_after=str(after.phase),
+                    step_before=rec.state_before.step, step_after=after.step,
+                    weight_before=rec.state_before.weight, weight_after=after.weight,
+                    action=rec.action, decision=decision.get("decision"),
+                    reason=rec.reason, samples=dumps(rec.samples),
+                    verdicts=dumps(decision.get("checks", [])), decision_detail=dumps(detail),
+                    judge_state=dumps(rec.judge_state), gate=dumps(rec.gate),
+                    command=rec.command, replica=rec.replica, duration_ms=rec.duration_ms,
+                    created_at=datetime.now(UTC),
+                ))
+                if rec.state_before.traffic != after.traffic:
+                    conn.execute(insert(weight_changes).values(
+                        rollout_id=rec.rollout_id, tick_seq=rec.seq, at=now,
+                        weight_before=rec.state_before.weight, weight_after=after.weight,
+                        traffic=dumps(after.traffic.to_json()),
+                        cause=rec.weight_cause or rec.action,
+                    ))
+                for kind, message in rec.events:
+                    conn.execute(insert(events).values(
+                        rollout_id=rec.rollout_id, tick_seq=rec.seq, at=now, kind=kind,
+                        message=message))
+                if rec.command_id is not None:
+                    res = conn.execute(
+                        update(commands)
+                        .where(commands.c.id == rec.command_id, commands.c.consumed_at.is_(None))
+                        .values(consumed_at=now, consumed_seq=rec.seq, result=rec.reason)
+                    )
+                    if res.rowcount != 1:
+                        raise TickConflict(f"command {rec.command_id} was already consumed")
+        except IntegrityError:
+            raise TickConflict(
+                f"tick {rec.rollout_id}:{rec.seq} was already committed elsewhere") from None
+
+    def ticks(self, rollout_id: int, *, since_seq: int = 0,
+              limit: int | None = None) -> list[TickRow]:
+        with self._tx() as conn:
+            q = (select(ticks).where(ticks.c.rollout_id == rollout_id, ticks.c.seq > since_seq)
+                 .order_by(ticks.c.seq))
+            if limit is not None:
+                q = q.limit(limit)
+            rows = conn.execute(q).all()
+        return [tick_from_row(r) for r in rows]
+
+    def weight_changes(self, rollout_id: int) -> list[WeightChange]:
+        with self._tx() as conn:
+            rows = conn.execute(select(weight_changes)
+                                .where(weight_changes.c.rollout_id == rollout_id)
+                                .order_by(weight_changes.c.id)).all()
+        return [WeightChange(r.tick_seq, as_utc(r.at), r.weight_before, r.weight_after,  # type: ignore[arg-type]
+                             loads(r.traffic), r.cause) for r in rows]
+
+    def events(self, rollout_id: int) -> list[EventRow]:
+        with self._tx() as conn:
+            rows = conn.execute(select(events).where(events.c.rollout_id == rollout_id)
+                                .order_by(events.c.id)).all()
+        return [EventRow(r.tick_seq, as_utc(r.at), r.kind, r.message) for r in rows]  # type: ignore[arg-type]
+
+    def record_event(self, rollout_id: int, kind: str, message: str, now: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(insert(events).values(rollout_id=rollout_id, tick_seq=None, at=now,
+                                               kind=kind, message=message))
+
+    def record_reconcile(self, rollout_id: int, before: int, traffic: dict[str, Any],
+                         now: datetime, message: str) -> None:
+        """A restart re-applied the stored traffic to the router (outside any tick)."""
+        with self._tx() as conn:
+            conn.execute(insert(weight_changes).values(
+                rollout_id=rollout_id, tick_seq=None, at=now, weight_before=before,
+                weight_after=int(traffic["weight"]), traffic=dumps(traffic), cause="reconcile"))
+            conn.execute(insert(events).values(rollout_id=rollout_id, tick_seq=None, at=now,
+                                               kind="reconcile", message=message))
+
+    # -- commands ------------------------------------------------------------------------
+
+    def add_command(self, name: str, command: Command, actor: str,
+                    now: datetime) -> tuple[RolloutRecord, int]:
+        """Queue a manual command for the newest run of `name` (applied by its next tick)."""
+        rec = self.latest(name)
+        if not rec.active:
+            raise InvalidCommand(f"rollout {name} is {rec.phase}: nothing to {command}")
+        with self._tx() as conn:
+            res = conn.execute(insert(commands).values(
+                rollout_id=rec.id, command=str(command), actor=actor[:128], requested_at=now))
+            cid = int(res.inserted_primary_key[0])
+            conn.execute(insert(events).values(
+                rollout_id=rec.id, tick_seq=None, at=now, kind="command",
+                message=f"{command} requested by {actor}"))
+        return rec, cid
+
+    def pending_command(self, rollout_id: int) -> CommandRecord | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                select(commands)
+                .where(commands.c.rollout_id == rollout_id, commands.c.consumed_at.is_(None))
+                .order_by(commands.c.id).limit(1)
+            ).first()
+        if row is None:
+            return None
+        return CommandRecord(row.id, row.rollout_id, Command(row.command), row.actor,
+                             as_utc(row.requested_at))  # type: ignore[arg-type]
+
+    def pending_commands(self, rollout_id: int) -> list[CommandRecord]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(commands)
+                .where(commands.c.rollout_id == rollout_id, commands.c.consumed_at.is_(None))
+                .order_by(commands.c.id)
+            ).all()
+        return [CommandRecord(r.id, r.rollout_id, Command(r.command), r.actor,
+                              as_utc(r.requested_at)) for r in rows]  # type: ignore[arg-type]
+
+
+def lock_key(namespace: str, item: Any) -> int:
+    """A signed 64-bit advisory-lock key for (namespace, item): stable across processes."""
+    data = f"canary-analyzer:{namespace}:{item}".encode()
+    hi, lo = zlib.crc32(data), zlib.crc32(data[::-1])
+    key = (hi << 32) | lo
+    return key - (1 << 64) if key >= (1 << 63) else key
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's `begin` below issue BEGIN IMMEDIATE: a write transaction takes the
+        # write lock up front instead of failing to upgrade a read lock (SQLITE_BUSY).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _short(e: Exception) -> str:
+    msg = str(getattr(e, "orig", e)).strip().splitlines()
+    return msg[0] if msg else type(e).__name__
+
+

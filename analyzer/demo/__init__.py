@@ -1,0 +1,1 @@
+"""`make demo`: the local stack (sample service, nginx, Prometheus, load) and its live view."""

@@ -1,0 +1,134 @@
+"""Reading recorded rollouts back out of the store: finding one by id, name or name#generation,
+and exporting its analysed intervals in `canary replay`'s JSONL format
+(analyzer/sources/replay.py).
+
+Used by `canary export`, `canary report`, `canary backtest` and the postmortem notebook.
+Every analysis tick the engine committed carries the Samples it judged; each becomes one line,
+oldest first, with the window's start `t0` written out, so `canary replay` sees exactly the
+windows the engine saw (also after a late or missed tick). Ticks without samples (start, pause
+steps, manual commands, finishing a promotion) have no line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from analyzer.core.types import Samples
+from analyzer.daemon.store import NotFound, RolloutRecord, Store, StoreError, TickRow
+from analyzer.sources.replay import parse_line
+
+#: The fields of a replay line (Samples.to_json also has `queries`, which replay rejects).
+REPLAY_FIELDS = ("t", "t0", "canary_weight", "stable", "canary", "no_data_reason")
+
+
+class NothingToExport(StoreError):
+    """The rollout has no analysed ticks yet."""
+
+
+@dataclass(frozen=True)
+class RecordedInterval:
+    """One analysed tick as recorded: the Samples the judge saw and the committed tick row
+    (what was decided then)."""
+
+    samples: Samples
+    tick: TickRow
+
+
+def resolve_rollout(store: Store, ref: str | int) -> RolloutRecord:
+    """A rollout by id (digits), name (its newest run) or name#generation. Raises NotFound
+    (a StoreError) naming what was looked for."""
+    if isinstance(ref, int):
+        return store.get(ref)
+    text = ref.strip()
+    if text.isdigit():
+        try:
+            return store.get(int(text))
+        except NotFound:
+            pass  # a policy may be named "42"
+    if "#" in text:
+        name, _, gen = text.rpartition("#")
+        if not gen.isdigit():
+            raise NotFound(f"rollout {ref!r}: expected NAME#GENERATION with a number after #")
+        for rec in store.list_rollouts(all_generations=True):
+            if rec.name == name and rec.generation == int(gen):
+                return rec
+        raise NotFound(f"no rollout {name!r} with generation {gen} (canary status lists them)")
+    try:
+        return store.latest(text)
+    except NotFound:
+        raise NotFound(f"no rollout with id or name {ref!r} (canary status lists them)") from None
+
+
+def replay_line(samples: dict[str, Any]) -> dict[str, Any]:
+    """A stored Samples.to_json() as one replay line (without the queries)."""
+    return {k: samples.get(k) for k in REPLAY_FIELDS}
+
+
+def samples_from_json(data: dict[str, Any]) -> Samples:
+    """Samples from a stored Samples.to_json() (validated as a replay line)."""
+    t0, t1, fields = parse_line(replay_line(data), None)
+    if t0 is None:
+        raise ValueError("recorded samples without t0")
+    return Samples(t0=t0, t1=t1, queries=tuple(data.get("queries") or ()), **fields)
+
+
+def recorded_intervals(store: Store, rollout_id: int) -> list[RecordedInterval]:
+    """The rollout's analysed ticks (those with samples), oldest first."""
+    out: list[RecordedInterval] = []
+    for row in store.ticks(rollout_id):
+        if not row.samples or not row.samples.get("t") or not row.samples.get("t0"):
+            continue
+        s = samples_from_json(row.samples)
+        if out and s.t1 <= out[-1].samples.t1:
+            continue  # replay needs strictly increasing t; a re-evaluated window adds nothing
+        out.append(RecordedInterval(s, row))
+    return out
+
+
+def to_replay_json(samples: Samples) -> dict[str, Any]:
+    """One replay line for these samples."""
+    return replay_line(samples.to_json())
+
+
+def export_jsonl(store: Store, rollout_id: int) -> list[dict[str, Any]]:
+    """The rollout's analysed intervals as replay lines (dicts), oldest first."""
+    return [to_replay_json(r.samples) for r in recorded_intervals(store, rollout_id)]
+
+
+def write_jsonl(samples: Iterable[Samples], fh: TextIO) -> int:
+    """Write replay lines, one per Samples; return how many."""
+    n = 0
+    for s in samples:
+        fh.write(json.dumps(to_replay_json(s), separators=(",", ":")) + "\n")
+        n += 1
+    return n
+
+
+def export_rollout(store: Store, rollout_id: int, path: str | Path) -> int:
+    """Write the rollout's analysed intervals to `path` as replay JSONL; return how many.
+    NothingToExport (a StoreError) when it has none."""
+    intervals = recorded_intervals(store, rollout_id)
+    if not intervals:
+        rec = store.get(rollout_id)
+        raise NothingToExport(f"rollout {rec.name}#{rec.generation} (id {rollout_id}) has no "
+                              "analysed ticks yet: nothing to export")
+    with open(path, "w", encoding="utf-8") as fh:
+        return write_jsonl((r.samples for r in intervals), fh)
+
+
+__all__ = [
+    "NothingToExport",
+    "RecordedInterval",
+    "export_jsonl",
+    "export_rollout",
+    "recorded_intervals",
+    "replay_line",
+    "resolve_rollout",
+    "samples_from_json",
+    "to_replay_json",
+    "write_jsonl",
+]

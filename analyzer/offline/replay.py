@@ -1,0 +1,106 @@
+"""A policy's checks and judge over recorded intervals, tick by tick: what `canary replay` and
+`canary backtest` run. Pure: no I/O, no clock (each interval carries its own times).
+
+A promote decision advances the policy's step (reaching the last step, normally 100%, is a full
+promotion); the data's `canary_weight` is what the canary really received. Pause steps are
+skipped (nobody is there to resume them). The rollout ends at a rollback, a pause
+(onInconclusive or onDataFailure set to pause: "inconclusive"), a full promotion, or the end of
+the data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from analyzer.core.judge import Judge
+from analyzer.core.types import Action, Decision
+from analyzer.policy import Policy
+from analyzer.sources.replay import ReplayLine
+from analyzer.util.times import iso
+
+
+def _clean(x: Any) -> Any:
+    """Strict JSON: non-finite numbers become null (an unbounded interval end)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    return x
+
+
+@dataclass
+class ReplayResult:
+    file: str
+    ticks: list[dict[str, Any]] = field(default_factory=list)
+    outcome: str = "inconclusive"
+    decisive_tick: int = 0
+    reason: str = ""
+
+    def final(self) -> dict[str, Any]:
+        """The summary line of `canary replay --json` (strict JSON)."""
+        return _clean({
+            "file": self.file,
+            "final": True,
+            "outcome": self.outcome,
+            "ticks": self.decisive_tick,
+            "total_ticks": len(self.ticks),
+            "reason": self.reason,
+        })
+
+
+def replay_rollout(policy: Policy, lines: list[ReplayLine], file: str, *,
+                   latency_bounds: Mapping[str, float | None] | None = None) -> ReplayResult:
+    """Run one recorded rollout through a fresh Judge (pure: no I/O).
+
+    Latency bounds are picked on the first window's stable traffic (which the latency tests
+    then leave out), unless `latency_bounds` gives one for every latency test: a backtest of a
+    recorded rollout passes the engine's, picked on its pre-rollout baseline."""
+    steps = [s for s in policy.spec.strategy.weight_steps() if isinstance(s, int)]
+    judge = Judge(policy)
+    if not (latency_bounds and judge.use_latency_bounds(latency_bounds)):
+        judge.set_baseline(None)
+    idx = 0
+    judge.start_step(lines[0].samples.t0, steps[0])
+    out = ReplayResult(file)
+    for tick, ln in enumerate(lines, start=1):
+        s = ln.samples
+        d: Decision = judge.evaluate(s, s.t1)
+        out.ticks.append(
+            _clean({
+                "file": file,
+                "tick": tick,
+                "line": ln.line,
+                "t": iso(s.t1),
+                "decision": str(d.action),
+                "step": idx + 1,
+                "weight": steps[idx],
+                "canary_weight": s.canary_weight,
+                "reason": d.reason,
+                "time_needed_seconds": d.time_needed_seconds,
+                "checks": [
+                    {k: v.to_json()[k] for k in ("name", "outcome", "estimate", "ci", "evidence",
+                                                  "evidence_kind", "threshold", "reason")}
+                    for v in d.verdicts
+                ],
+            })
+        )
+        if d.action == Action.ROLLBACK:
+            out.outcome, out.decisive_tick, out.reason = "rolled_back", tick, d.reason
+            return out
+        if d.action == Action.PAUSE:
+            out.outcome, out.reason = "inconclusive", d.reason
+            return out
+        if d.action == Action.PROMOTE:
+            out.decisive_tick = tick
+            idx += 1
+            if (idx >= len(steps) - 1 and steps[-1] == 100) or idx >= len(steps):
+                out.outcome, out.reason = "promoted", d.reason
+                return out
+            judge.start_step(s.t1, steps[idx])
+    out.reason = out.reason or "the data ended before a decision"
+    return out

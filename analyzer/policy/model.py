@@ -1,0 +1,157 @@
+"""The rollout policy model: target, decision rules, gates, notifications, and the `Policy`
+that holds every block (routers.py, strategy.py, metrics.py, checks.py).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from analyzer.policy.base import (
+    API_VERSION,
+    KIND,
+    Duration,
+    HttpUrl,
+    K8sName,
+    LabelValue,
+    Model,
+)
+from analyzer.policy.checks import Check, ErrorRateCheck, check_name
+from analyzer.policy.metrics import MetricsSpec, SimulateSource
+from analyzer.policy.routers import RouterSpec
+from analyzer.policy.strategy import Analysis, Strategy
+
+# --------------------------------------------------------------------------- target
+
+
+class Target(Model):
+    """The service under rollout and how its versions are told apart in the metrics."""
+
+    namespace: K8sName = "default"
+    service: K8sName = Field(description="the service (or app) being rolled out")
+    stable: LabelValue = Field(description="value of the version label for the stable version")
+    canary: LabelValue = Field(description="value of the version label for the canary version")
+    versionLabel: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description="metric label that carries the version; default: the preset's",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Target:
+        if self.stable == self.canary:
+            raise ValueError(f"stable and canary must differ, both are {self.stable!r}")
+        return self
+
+
+# --------------------------------------------------------------------------- decision, gates
+
+
+class DecisionRules(Model):
+    alpha: float = Field(
+        default=0.01, gt=0, lt=0.5,
+        description="bound on the probability of rolling back a healthy canary",
+    )
+    onInconclusive: Literal["pause", "rollback"] = Field(
+        default="pause", description="at maxStepDuration without a verdict"
+    )
+    onDataFailure: Literal["pause", "rollback"] = Field(
+        default="pause", description="after dataFailureLimit consecutive ticks without data"
+    )
+    dataFailureLimit: int = Field(default=5, ge=1)
+    minSamples: int = Field(
+        default=200, ge=0, description="canary requests needed in a step before it may promote"
+    )
+    checkSampleRatio: bool = Field(
+        default=True, description="hold when the canary's traffic share differs from its weight"
+    )
+
+
+class Webhook(Model):
+    name: str
+    url: HttpUrl
+    timeout: Duration = Field(default=timedelta(seconds=10))
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class Gates(Model):
+    beforeStep: list[Webhook] = Field(
+        default_factory=list, description="called before each step; a non-2xx answer holds"
+    )
+
+
+class Notification(Model):
+    type: Literal["webhook", "slack"] = "webhook"
+    url: HttpUrl
+    on: list[Literal["promote", "rollback", "pause", "succeeded", "failed", "step"]] = Field(
+        default_factory=lambda: ["promote", "rollback", "pause", "succeeded", "failed"]
+    )
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+class Spec(Model):
+    target: Target
+    router: RouterSpec
+    strategy: Strategy
+    analysis: Analysis = Analysis()
+    metrics: MetricsSpec = Field(default_factory=lambda: SimulateSource(source="simulate"))
+    checks: list[Check] = Field(
+        default_factory=lambda: [ErrorRateCheck(type="error-rate")], min_length=1
+    )
+    decision: DecisionRules = DecisionRules()
+    gates: Gates = Gates()
+    notifications: list[Notification] = Field(default_factory=list)
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_names(cls, checks: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        for c in checks:
+            name = check_name(c)
+            if name in seen:
+                raise ValueError(f"two checks are named {name!r}; give each a distinct name")
+            seen.add(name)
+        return checks
+
+    @model_validator(mode="after")
+    def _strategy_fits_router(self) -> Spec:
+        provider = self.router.provider
+        if self.strategy.type == "ab" and provider in ("kubernetes", "smi", "seldon"):
+            raise ValueError(f"router {provider} cannot route by header or cookie (strategy ab)")
+        if self.strategy.type == "ab" and self.strategy.match and self.strategy.match.cookie and (
+            provider not in ("nginx-ingress", "istio", "dry-run")
+        ):
+            raise ValueError(f"router {provider} cannot route by cookie")
+        if self.strategy.type in ("mirror",) and provider not in ("istio", "seldon", "dry-run"):
+            raise ValueError(f"router {provider} cannot mirror traffic (strategy mirror)")
+        return self
+
+
+class Metadata(Model):
+    name: K8sName
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Policy(Model):
+    apiVersion: Literal["canary-analyzer.io/v1alpha1"] = API_VERSION
+    kind: Literal["RolloutPolicy"] = KIND
+    metadata: Metadata
+    spec: Spec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def with_canary_version(self, version: str) -> Policy:
+        """The same policy for another canary version (`canary start --canary-version`)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        data["spec"]["target"]["canary"] = version
+        return Policy.model_validate(data)

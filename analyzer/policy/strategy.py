@@ -1,0 +1,164 @@
+"""`spec.strategy` (steps, blue-green, A/B, mirror, pauses) and `spec.analysis` (timing).
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from analyzer.policy.base import (
+    Duration,
+    Model,
+    Percent,
+)
+
+# --------------------------------------------------------------------------- strategy
+
+
+class PauseSpec(Model):
+    duration: Duration | None = Field(
+        default=None, description="wait this long; absent: wait for `canary resume`"
+    )
+
+
+class PauseStep(Model):
+    pause: PauseSpec
+
+
+Step = Annotated[int, Field(ge=0, le=100)] | PauseStep
+
+
+class HeaderMatch(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9-]+$", description="HTTP header name")
+    value: str = Field(min_length=1, description="exact value that selects the canary")
+
+
+class CookieMatch(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="cookie name")
+
+
+class Match(Model):
+    header: HeaderMatch | None = None
+    cookie: CookieMatch | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Match:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("give exactly one of header or cookie")
+        return self
+
+
+class Strategy(Model):
+    """How traffic reaches the canary.
+
+    - canary: weight `steps` (e.g. [5, 10, 25, 50, 100], `{pause: {}}` entries allowed) or
+      `stepWeight` + `maxWeight`;
+    - blue-green: the preview gets no live traffic (or `mirrorPercent` of it), then 0 -> 100;
+    - ab: only requests matching `match` go to the canary; analysis, then promote to 100;
+    - mirror: the canary gets a copy of `mirrorPercent` of live traffic; analysis only.
+    """
+
+    type: Literal["canary", "blue-green", "ab", "mirror"] = "canary"
+    steps: list[Step] | None = None
+    stepWeight: int | None = Field(default=None, ge=1, le=100)
+    maxWeight: int | None = Field(default=None, ge=1, le=100)
+    match: Match | None = None
+    mirrorPercent: Percent | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Strategy:
+        if self.type == "canary":
+            if self.steps is None and self.stepWeight is None:
+                raise ValueError("a canary strategy needs steps or stepWeight (with maxWeight)")
+            if self.steps is not None and self.stepWeight is not None:
+                raise ValueError("give steps or stepWeight/maxWeight, not both")
+            if self.steps is not None:
+                weights = [s for s in self.steps if isinstance(s, int)]
+                if not weights:
+                    raise ValueError("steps need at least one weight")
+                for prev, cur in itertools.pairwise(weights):
+                    if cur <= prev:
+                        raise ValueError(
+                            f"weights in steps must increase strictly: {cur} follows {prev}"
+                        )
+        else:
+            if self.steps is not None or self.stepWeight is not None:
+                raise ValueError(f"steps and stepWeight apply to type canary, not {self.type}")
+        if self.stepWeight is not None and self.maxWeight is None:
+            raise ValueError("stepWeight needs maxWeight")
+        if self.maxWeight is not None and self.stepWeight is None:
+            raise ValueError("maxWeight needs stepWeight")
+        if self.type == "ab" and self.match is None:
+            raise ValueError("an ab strategy needs match.header or match.cookie")
+        if self.type != "ab" and self.match is not None:
+            raise ValueError("match applies to type ab only")
+        if self.type == "mirror" and self.mirrorPercent is None:
+            raise ValueError("a mirror strategy needs mirrorPercent (e.g. 100)")
+        if self.mirrorPercent is not None and self.type not in ("mirror", "blue-green"):
+            raise ValueError("mirrorPercent applies to types mirror and blue-green")
+        return self
+
+    def weight_steps(self) -> list[int | PauseStep]:
+        """The ordered steps the rollout walks, each a canary weight or a pause.
+
+        canary: the configured steps (or stepWeight..maxWeight), always ending at 100: when
+        the steps stop below 100, a final full promotion to 100 is appended (as Argo Rollouts
+        does). blue-green and ab: analysis at weight 0 (preview / header route), then 100.
+        mirror: analysis at weight 0 only; the rollout succeeds without moving live traffic.
+        """
+        if self.type == "canary":
+            if self.steps is not None:
+                steps: list[int | PauseStep] = list(self.steps)
+            else:
+                assert self.stepWeight is not None and self.maxWeight is not None
+                steps = list(range(self.stepWeight, self.maxWeight + 1, self.stepWeight))
+                if steps[-1] != self.maxWeight:
+                    steps.append(self.maxWeight)
+            weights = [s for s in steps if isinstance(s, int)]
+            if weights[-1] != 100:
+                steps.append(100)
+            return steps
+        if self.type == "mirror":
+            return [0]
+        return [0, 100]
+
+
+# --------------------------------------------------------------------------- analysis timing
+
+
+class Analysis(Model):
+    """When ticks happen and how long a step may take."""
+
+    interval: Duration = Field(default=timedelta(seconds=30), description="time between ticks")
+    window: Duration | None = Field(
+        default=None, description="data window of one tick; default: the interval"
+    )
+    minStepDuration: Duration = Field(
+        default=timedelta(minutes=2), description="soak time at each step before promotion"
+    )
+    maxStepDuration: Duration = Field(
+        default=timedelta(minutes=30),
+        description="after this, an inconclusive step takes decision.onInconclusive",
+    )
+    baselineWindow: Duration = Field(
+        default=timedelta(minutes=10),
+        description="pre-rollout window of stable traffic used to pick latency bucket bounds",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> Analysis:
+        if self.interval.total_seconds() < 1:
+            raise ValueError("interval must be at least 1s")
+        if self.maxStepDuration < self.minStepDuration:
+            raise ValueError("maxStepDuration must be at least minStepDuration")
+        return self
+
+    @property
+    def effective_window(self) -> timedelta:
+        return self.window or self.interval

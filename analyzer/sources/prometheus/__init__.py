@@ -1,0 +1,1 @@
+"""The Prometheus metric source: PromQL building, the HTTP client, query coalescing, presets."""

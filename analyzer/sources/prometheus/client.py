@@ -1,0 +1,114 @@
+"""The HTTP client of the Prometheus source: prometheus-api-client with bounded retries and
+errors that say what failed (never with a password in the address).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
+
+from analyzer.util.redaction import mask_userinfo
+
+
+class QueryFailed(Exception):
+    def __init__(self, reason: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class PrometheusClient:
+    """prometheus-api-client with our own bounded retries (urllib3's are turned off)."""
+
+    def __init__(
+        self, address: str, headers: Mapping[str, str], timeout: float, retries: int,
+        session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.address = address.rstrip("/")
+        # reasons are recorded in the store and shown in reports: never with a password
+        self.shown_address = mask_userinfo(self.address)
+        self.timeout = timeout
+        self.retries = retries
+        self.sleep = sleep
+        self.sent = 0
+        self._prom = PrometheusConnect(
+            url=self.address, headers=dict(headers) or None,
+            retry=Retry(total=0, raise_on_status=False), session=session, timeout=timeout,
+        )
+
+    def query(self, promql: str, at: float) -> list[dict[str, Any]]:
+        params = {"time": f"{at:.3f}", "timeout": f"{self.timeout:g}s"}
+        return self._with_retries(lambda: self._prom.custom_query(promql, params=params))
+
+    def query_range(self, promql: str, start: int, end: int) -> list[dict[str, Any]]:
+        step = str(max(end - start, 1))
+        return self._with_retries(lambda: self._prom.custom_query_range(
+            promql, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), step,
+            params={"timeout": f"{self.timeout:g}s"},
+        ))
+
+    def _with_retries(self, call: Callable[[], Any]) -> list[dict[str, Any]]:
+        last: QueryFailed | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+            self.sent += 1
+            try:
+                result = call()
+                if not isinstance(result, list):
+                    raise QueryFailed("unexpected answer (no result list)", True)
+                return result
+            except QueryFailed as e:
+                last = e
+            except PrometheusApiClientException as e:
+                last = _classify_http_error(str(e))
+            except requests.Timeout:
+                last = QueryFailed(f"timed out after {self.timeout:g}s", True)
+            except requests.ConnectionError as e:
+                if "timed out" in str(e).lower():  # urllib3 wraps read timeouts this way
+                    last = QueryFailed(f"timed out after {self.timeout:g}s", True)
+                else:
+                    last = QueryFailed(
+                        f"cannot connect to {self.shown_address} ({_short(e)})", True)
+            except (requests.RequestException, ValueError, KeyError) as e:
+                last = QueryFailed(
+                    f"bad answer from {self.shown_address}: {_short(e)}", True)
+            if not last.retryable:
+                break
+        assert last is not None
+        tries = attempt + 1
+        suffix = f" (after {tries} attempts)" if tries > 1 else ""
+        raise QueryFailed(last.reason + suffix, False)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e)
+    m = re.search(r"\[Errno -?\d+\] [^'\")\]]+|Connection refused|Read timed out", text)
+    return m.group(0) if m else text[:200]
+
+
+def _classify_http_error(text: str) -> QueryFailed:
+    m = re.match(r"HTTP Status Code (\d+) \((.*)\)\s*$", text, re.S)
+    if not m:
+        return QueryFailed(text[:300], True)
+    status = int(m.group(1))
+    body = m.group(2)
+    detail = body[:300]
+    try:
+        raw = ast.literal_eval(body)
+        doc = json.loads(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
+        detail = f"{doc.get('errorType', 'error')}: {doc.get('error', '')}".strip()
+    except (ValueError, SyntaxError, AttributeError, TypeError):
+        pass
+    # 4xx other than 429 is the query's own fault (bad PromQL): retrying cannot help.
+    retryable = status >= 500 or status in (408, 429)
+    return QueryFailed(f"HTTP {status}: {detail}", retryable)

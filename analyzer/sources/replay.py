@@ -1,0 +1,196 @@
+"""Recorded intervals: the replay JSONL format read into `Samples`, and a source that serves them.
+
+One JSON object per line, one line per interval, oldest first (docs/statistics.md):
+
+    {"t": "2026-03-01T10:00:00Z", "canary_weight": 5,
+     "stable": {"requests": 11873, "errors": 12, "latency": {"le": [0.05, ..., "+Inf"],
+                                                            "counts": [9120, ..., 11873]}},
+     "canary": {"requests": 618, "errors": 2}}
+
+`t` is the end of the interval (an optional `t0` gives its start; otherwise the previous line's
+`t`, and for the first line `t` minus the gap to the second line). Counts are for that interval
+only; latency counts are cumulative by `le` as Prometheus reports them, the `+Inf` count equal to
+`requests`. `stable`/`canary` may be null (no series) and `no_data_reason` may say why a tick
+had no usable data. Blank lines and lines starting with `#` are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from analyzer.core.types import Histogram, Samples, VersionSample
+from analyzer.util.times import parse_timestamp
+
+DEFAULT_INTERVAL = timedelta(seconds=30)
+
+
+class ReplayError(Exception):
+    """A bad replay file: names the file, the line and what is wrong."""
+
+    def __init__(self, file: str, line: int | None, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.message = message
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class ReplayLine:
+    line: int
+    samples: Samples
+
+
+def _count(obj: dict[str, Any], key: str, where: str) -> int:
+    if key not in obj:
+        raise ValueError(f"{where}.{key} is missing")
+    v = obj[key]
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+            or v < 0 or v != int(v):
+        raise ValueError(f"{where}.{key} must be a non-negative integer count, got {v!r}")
+    return int(v)
+
+
+def _version(obj: Any, where: str) -> VersionSample | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} must be an object with requests and errors, or null")
+    unknown = set(obj) - {"requests", "errors", "latency"}
+    if unknown:
+        raise ValueError(f"{where} has unknown field(s) {sorted(unknown)}")
+    requests = _count(obj, "requests", where)
+    errors = _count(obj, "errors", where)
+    if errors > requests:
+        raise ValueError(f"{where}.errors ({errors}) exceeds {where}.requests ({requests})")
+    latency = None
+    lat = obj.get("latency")
+    if lat is not None:
+        if not isinstance(lat, dict) or "le" not in lat or "counts" not in lat:
+            raise ValueError(f"{where}.latency must be an object with le and counts")
+        if not isinstance(lat["le"], list) or not isinstance(lat["counts"], list):
+            raise ValueError(f"{where}.latency.le and .counts must be lists")
+        try:
+            latency = Histogram.from_json(lat)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}.latency: {e}") from None
+        if latency.total != requests:
+            raise ValueError(
+                f"{where}.latency +Inf count ({latency.total}) must equal {where}.requests "
+                f"({requests})"
+            )
+    return VersionSample(requests, errors, latency)
+
+
+def parse_line(
+    obj: Any, prev_t: datetime | None
+) -> tuple[datetime | None, datetime, dict[str, Any]]:
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    unknown = set(obj) - {"t", "t0", "canary_weight", "stable", "canary", "no_data_reason"}
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}")
+    if "t" not in obj:
+        raise ValueError("field t (the interval's end time) is missing")
+    t1 = parse_timestamp(obj["t"], "t")
+    t0 = parse_timestamp(obj["t0"], "t0") if obj.get("t0") is not None else prev_t
+    if prev_t is not None and t1 <= prev_t:
+        raise ValueError(
+            f"t {obj['t']} is not after the previous line's t; lines must be oldest first"
+        )
+    if t0 is not None and t0 >= t1:
+        raise ValueError("t0 must be before t")
+    w = obj.get("canary_weight")
+    bad_weight = isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 100
+    if w is not None and bad_weight:
+        raise ValueError(f"canary_weight must be a number from 0 to 100, got {w!r}")
+    reason = obj.get("no_data_reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError("no_data_reason must be a string or null")
+    fields = {
+        "stable": _version(obj.get("stable"), "stable"),
+        "canary": _version(obj.get("canary"), "canary"),
+        "canary_weight": None if w is None else float(w),
+        "no_data_reason": reason,
+    }
+    return t0, t1, fields
+
+
+def read_replay(path: str | Path) -> list[ReplayLine]:
+    """Read a replay file; raise ReplayError naming the file and line of the first problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReplayError(str(p), None, "file not found") from None
+    except IsADirectoryError:
+        raise ReplayError(str(p), None, "is a directory, expected a JSONL file") from None
+    except UnicodeDecodeError as e:
+        raise ReplayError(str(p), None, f"not UTF-8 text: {e.reason}") from None
+    except OSError as e:
+        raise ReplayError(str(p), None, f"cannot read: {e.strerror}") from None
+    parsed: list[tuple[int, datetime | None, datetime, dict[str, Any]]] = []
+    prev: datetime | None = None
+    for no, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ReplayError(str(p), no, f"invalid JSON: {e.msg} (column {e.colno})") from None
+        try:
+            t0, t1, fields = parse_line(obj, prev)
+        except ValueError as e:
+            raise ReplayError(str(p), no, str(e)) from None
+        parsed.append((no, t0, t1, fields))
+        prev = t1
+    if not parsed:
+        raise ReplayError(str(p), None, "no intervals: expected one JSON object per line")
+    out = []
+    for i, (no, t0, t1, fields) in enumerate(parsed):
+        if t0 is None:
+            gap = parsed[i + 1][2] - t1 if i + 1 < len(parsed) else DEFAULT_INTERVAL
+            t0 = t1 - gap
+        out.append(ReplayLine(no, Samples(t0=t0, t1=t1, **fields)))
+    return out
+
+
+class ReplaySource:
+    """A MetricSource over recorded intervals: `fetch(t0, t1)` sums the intervals ending in
+    (t0, t1]; none there is a no-data answer, never invented zeros."""
+
+    def __init__(self, lines: list[ReplayLine]) -> None:
+        self.samples = [ln.samples for ln in lines]
+
+    def fetch(self, t0: datetime, t1: datetime, canary_weight: float | None = None) -> Samples:
+        hits = [s for s in self.samples if t0 < s.t1 <= t1]
+        if not hits:
+            return Samples(t0, t1, None, None, canary_weight, "no recorded interval in this window")
+        if len(hits) == 1:
+            s = hits[0]
+            return Samples(t0, t1, s.stable, s.canary,
+                           canary_weight if canary_weight is not None else s.canary_weight,
+                           s.no_data_reason)
+        from analyzer.core.stats.latency import add_histograms
+
+        def total(vs: list[VersionSample | None]) -> VersionSample | None:
+            if any(v is None for v in vs):
+                return None
+            lat = None
+            if all(v is not None and v.latency is not None for v in vs):
+                for v in vs:
+                    assert v is not None
+                    lat = v.latency if lat is None else add_histograms(lat, v.latency)
+            return VersionSample(sum(v.requests for v in vs if v), sum(v.errors for v in vs if v),
+                                 lat)
+
+        reason = next((s.no_data_reason for s in hits if s.no_data_reason), None)
+        return Samples(t0, t1, total([s.stable for s in hits]), total([s.canary for s in hits]),
+                       canary_weight if canary_weight is not None else hits[-1].canary_weight,
+                       reason)

@@ -1,0 +1,1 @@
+"""Small helpers with one home each: time, number formatting, retries, redaction."""
