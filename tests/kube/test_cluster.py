@@ -261,6 +261,13 @@ def test_stale_resource_version_gives_409(kube_api: client.ApiClient,
     assert exc.value.status == 409
     assert error_of(exc.value)["reason"] == "Conflict"
     assert "the object has been modified" in error_of(exc.value)["message"]
+    # the routers' write: a merge patch carrying the read's resourceVersion, stale here
+    with pytest.raises(ApiException) as exc:
+        api.patch_namespaced_custom_object(
+            *ISTIO[:2], kube_namespace, ISTIO[2], "checkout",
+            {"metadata": {"resourceVersion": first["metadata"]["resourceVersion"]},
+             "spec": {"http": stale["spec"]["http"]}})
+    assert exc.value.status == 409
     # a metadata-only change does not bump the generation
     third = api.patch_namespaced_custom_object(*ISTIO[:2], kube_namespace, ISTIO[2], "checkout",
                                                {"metadata": {"labels": {"a": "b"}}})

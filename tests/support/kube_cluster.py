@@ -159,6 +159,18 @@ def default_state_base() -> Path:
     return Path(tempfile.gettempdir())
 
 
+def sweep_stale_state_dirs(base: Path | None = None) -> list[Path]:
+    """Remove the state dirs (`canary-kube-<pid>-*`) of test processes that are gone (a killed
+    pytest leaves its dir behind: its servers die with it, their files do not)."""
+    removed = []
+    for d in (base or default_state_base()).glob("canary-kube-*-*"):
+        pid = d.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def free_port() -> int:
     """A currently free TCP port on 127.0.0.1 (the OS's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -294,6 +306,8 @@ class KubeCluster:
                  startup_timeout: float = 180.0, die_with_parent: bool = True,
                  keep: bool = False) -> None:
         self.version = version or kube_version()
+        if state_dir is None:
+            sweep_stale_state_dirs()
         self.state_dir = Path(state_dir) if state_dir else (
             default_state_base() / f"canary-kube-{os.getpid()}-{secrets.token_hex(4)}")
         self.startup_timeout = startup_timeout
