@@ -237,9 +237,9 @@ def _alive(pid: int, expect: str) -> bool:
     """pid runs and its command line mentions expect (guards against a reused pid)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
     return expect.encode() in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
