@@ -41,16 +41,9 @@ def build_router(
     """
     provider = policy.spec.router.provider
     if provider == "dry-run":
-        try:
-            module = importlib.import_module("analyzer.routers.dry_run")
-        except ModuleNotFoundError as e:
-            if e.name != "analyzer.routers.dry_run":
-                raise
-            raise RouterError(
-                "provider dry-run needs analyzer/routers/dry_run.py, which is not installed"
-            ) from None
-        router: Router = module.DryRunRouter(policy)
-        return router
+        from analyzer.routers.dry_run import DryRunRouter
+
+        return DryRunRouter(policy)
     if provider == "nginx":
         from analyzer.routers.nginx_file import NginxLocalRouter
 
@@ -65,5 +58,5 @@ def build_router(
                           **extra)
     module_name, cls_name = KUBE_ROUTERS[provider]
     cls = getattr(importlib.import_module(module_name), cls_name)
-    router = cls(policy, objects)
+    router: Router = cls(policy, objects)
     return router

@@ -1,12 +1,11 @@
-"""Fixtures for the deploy/ tests: rendered overlays (kubectl kustomize when installed, else
-the Python renderer in render.py) and paths."""
+"""Fixtures for the deploy/ tests: overlays rendered by `kubectl kustomize` exactly as a user
+runs it (no extra flags), and paths."""
 
 from __future__ import annotations
 
 import copy
 import functools
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.render import render
+from tests.support.kube_cluster import kubectl_binary
 
 REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZE = REPO / "deploy" / "kustomize"
 OVERLAYS = sorted(p.name for p in (KUSTOMIZE / "overlays").iterdir() if p.is_dir())
 COMPONENTS = sorted(p.name for p in (KUSTOMIZE / "components").iterdir() if p.is_dir())
-KUBECTL = shutil.which("kubectl")
 
 
 def kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:
@@ -29,23 +27,17 @@ def kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:
 
 @functools.cache  # several tests render the same directory; kubectl takes ~0.3 s a run
 def _kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:
-    assert KUBECTL is not None
     out = subprocess.run(
-        [KUBECTL, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(directory)],
+        [str(kubectl_binary()), "kustomize", str(directory)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert out.returncode == 0, f"kubectl kustomize {directory} failed:\n{out.stderr}"
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
-def render_dir(directory: Path) -> list[dict[str, Any]]:
-    """kubectl kustomize when present (what users run), else the Python renderer."""
-    return kubectl_kustomize(directory) if KUBECTL else render(directory)
-
-
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, list[dict[str, Any]]]:
-    return {o: render_dir(KUSTOMIZE / "overlays" / o) for o in OVERLAYS}
+    return {o: kubectl_kustomize(KUSTOMIZE / "overlays" / o) for o in OVERLAYS}
 
 
 @pytest.fixture(scope="session")

@@ -247,7 +247,7 @@ def rules_of_permissions(perms: tuple) -> set[Rule]:
     return {(g, res, v) for g, res, verbs in perms for v in verbs}
 
 
-def event_calls(package: Path = ROUTERS.parent) -> set[Rule]:
+def event_calls(package: Path = ROUTERS.parents[1]) -> set[Rule]:
     """Event creations anywhere in the analyzer package (client calls on events resources)."""
     out: set[Rule] = set()
     for f in package.rglob("*.py"):

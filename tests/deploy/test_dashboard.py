@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from analyzer.daemon.metrics import EngineMetrics
+from tests.support import requires
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "canary-analyzer.json"
 
@@ -134,15 +133,15 @@ def test_metric_parser_is_not_blind() -> None:
     assert "canary_nope_total" not in _exported()
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_queries_parse_with_promtool(tmp_path: Path) -> None:
     """The real PromQL parser (promtool check rules) accepts every expression."""
+    promtool = requires.binary("promtool")
     queries = _queries(json.loads(DASHBOARD.read_text()))
     rules = {"groups": [{"name": "dashboard", "rules": [
         {"record": f"dashboard:q{i}", "expr": _grafana_to_promql(q)}
         for i, q in enumerate(queries)]}]}
     f = tmp_path / "rules.yaml"
     f.write_text(yaml.safe_dump(rules))
-    out = subprocess.run(["promtool", "check", "rules", str(f)], capture_output=True,
+    out = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True,
                          text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import COMPONENTS, OVERLAYS, render_dir
+from tests.deploy.conftest import COMPONENTS, KUSTOMIZE, OVERLAYS, kubectl_kustomize
 from tests.deploy.k8s_validate import validate
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
@@ -41,7 +41,7 @@ def test_every_object_validates(rendered: dict, overlay: str) -> None:
 
 def test_components_render_and_validate(component_overlays: dict) -> None:
     for name, d in component_overlays.items():
-        objs = render_dir(d)
+        objs = kubectl_kustomize(d)
         roles = [o for o in objs if o["kind"] == "ClusterRole"
                  and o["metadata"]["name"] == f"canary-analyzer-{name}"]
         assert len(roles) == 1, name
@@ -171,3 +171,18 @@ def test_policies_configmap_holds_valid_policies(rendered: dict, overlay: str,
              for o in rendered[overlay] if o["kind"] == "ClusterRole"}
     # every provider a shipped policy uses has its component (ClusterRole) in the overlay
     assert providers <= roles, f"{overlay}: add components for {providers - roles}"
+
+
+def test_overlay_policies_equal_the_repository_examples() -> None:
+    """Each overlay keeps its policy files inside its own tree (so `kubectl apply -k` works
+    without `--load-restrictor`); they are copies of policies/, kept equal here."""
+    repo = KUSTOMIZE.parents[1]
+    for overlay in OVERLAYS:
+        files = sorted((KUSTOMIZE / "overlays" / overlay / "policies").glob("*.yaml"))
+        assert files, f"overlay {overlay} has no policies/ directory"
+        for f in files:
+            original = repo / "policies" / f.name
+            assert original.is_file(), f"{f} has no counterpart in policies/"
+            assert f.read_bytes() == original.read_bytes(), (
+                f"{f} differs from {original}: copy it again "
+                f"(cp {original.relative_to(repo)} {f.relative_to(repo)})")

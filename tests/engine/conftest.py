@@ -21,11 +21,11 @@ from sqlalchemy import create_engine, text
 
 from analyzer.daemon.store import Store
 from analyzer.policy import Policy, parse_policy
+from tests.support import requires
 from tests.support.clock import EPOCH
 
 T0 = EPOCH
-PG_URL = os.environ.get("CANARY_TEST_DATABASE_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = requires.PG_URL
 REPO = Path(__file__).resolve().parents[2]
 CANARY = [str(Path(sys.executable).with_name("canary"))]
 
@@ -69,22 +69,10 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     store.dispose()
 
 
-def _pg_available() -> bool:
-    try:
-        eng = create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with eng.connect() as c:
-            c.execute(text("SELECT 1"))
-        eng.dispose()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A fresh PostgreSQL schema, dropped afterwards (tests stay isolated)."""
-    if not _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    requires.postgres()
     schema = f"canary_test_{uuid.uuid4().hex[:10]}"
     yield schema
     eng = create_engine(PG_URL)

@@ -42,6 +42,7 @@ from analyzer.policy import Policy
 from analyzer.routers.factory import build_router
 from tests.engine.conftest import Daemon, daemon_env, free_port, wait_for
 from tests.routers.conftest import DESTINATION_RULE, VIRTUAL_SERVICE
+from tests.support import requires
 from tests.support.k8s_schemas import validate
 from tests.support.kube_api_double import KubeApiDouble
 
@@ -406,7 +407,8 @@ class PgCluster:
     def __init__(self) -> None:
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
         if not bins:
-            pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
+            pytest.fail("the PostgreSQL fault cases need the server binaries (initdb, pg_ctl) "
+                        f"under /usr/lib/postgresql/*/bin: {requires.HOW}", pytrace=False)
         self.bindir = Path(bins[-1]).parent
         self.root = Path(tempfile.mkdtemp(prefix="canary-faults-pg-"))
         self.data = self.root / "data"
@@ -453,14 +455,14 @@ def pg_cluster() -> Iterator[PgCluster]:
 
 @pytest.fixture
 def tiny_disk() -> Iterator[Path]:
-    """A 16 MiB tmpfs (we run as root in the test container); skipped where mounting is not
-    permitted."""
+    """A 16 MiB tmpfs (the tests run as root, as `make test` does); a failure naming the reason
+    where mounting is not permitted."""
     where = Path(tempfile.mkdtemp(prefix="canary-faults-disk-"))
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs",
                            str(where)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         where.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}): disk-full case needs "
+        pytest.fail(f"cannot mount a tmpfs here ({proc.stderr.strip()}): disk-full case needs "
                     "root or CAP_SYS_ADMIN")
     yield where
     subprocess.run(["umount", "-l", str(where)], check=False)

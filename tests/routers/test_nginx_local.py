@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -20,11 +19,14 @@ from analyzer.routers.base import RouterError
 from analyzer.routers.factory import build_router
 from analyzer.routers.nginx_file import parse_upstream, render_upstream
 from tests.routers.conftest import make_policy
+from tests.support import requires
 
-pytestmark = [
-    pytest.mark.nginx,
-    pytest.mark.skipif(shutil.which("nginx") is None, reason="needs the nginx binary"),
-]
+pytestmark = [pytest.mark.nginx]
+
+
+@pytest.fixture(autouse=True)
+def _nginx_installed() -> None:
+    requires.binary("nginx")
 
 
 def backend(name: str) -> ThreadingHTTPServer:

@@ -23,6 +23,7 @@ from analyzer.daemon.store import Store
 from analyzer.policy import parse_policy
 from analyzer.util.redaction import redact_policy
 from tests.engine.conftest import PG_URL, Daemon, daemon_env, free_port
+from tests.support import requires
 
 from .conftest import SECRET_POLICY, SECRETS, T0, TOKEN
 
@@ -60,12 +61,7 @@ def test_server_binds_loopback_by_default(secret_store: tuple[Store, str]) -> No
 
 @pytest.fixture
 def pg_schema_name() -> Iterator[str]:
-    try:
-        eng = create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with eng.connect() as c:
-            c.execute(text("SELECT 1"))
-    except Exception:
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    eng = create_engine(requires.postgres())
     schema = f"canary_sec_{uuid.uuid4().hex[:10]}"
     yield schema
     with eng.begin() as c:
