@@ -29,8 +29,11 @@ class Histogram:
             raise ValueError(
                 f"histogram has {len(self.le)} bounds but {len(self.counts)} counts"
             )
-        if not self.le or not math.isinf(self.le[-1]):
+        if not self.le or not math.isinf(self.le[-1]) or self.le[-1] < 0:
             raise ValueError("histogram bounds must end with +Inf")
+        if not all(math.isfinite(b) for b in self.le[:-1]):
+            raise ValueError(f"histogram bounds must be finite numbers before the last (+Inf): "
+                             f"{list(self.le)}")
         if any(b >= a for a, b in zip(self.le[1:], self.le[:-1], strict=False)):
             raise ValueError(f"histogram bounds must increase strictly: {list(self.le)}")
         if any(c < 0 for c in self.counts):

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -36,6 +37,19 @@ Duration = Annotated[
     ),
 ]
 Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+def at_most(limit: str) -> AfterValidator:
+    """An upper bound for a Duration field, said the way the user writes durations."""
+    bound = parse_duration(limit)
+
+    def check(value: timedelta) -> timedelta:
+        if value > bound:
+            raise ValueError(f"expected a duration of at most {limit}, got "
+                             f"{format_duration(value)}")
+        return value
+
+    return AfterValidator(check)
 K8sName = Annotated[
     str,
     Field(
@@ -53,7 +67,10 @@ HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$", description="an htt
 class Model(BaseModel):
     """Base for every policy block: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # allow_inf_nan=False: `.inf` or `.nan` in any float field is a validation error, never a
+    # value that breaks every tick later (a ZeroDivisionError, an infinite Poisson rate).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
 @functools.cache

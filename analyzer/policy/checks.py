@@ -13,6 +13,7 @@ from pydantic import (
 from analyzer.policy.base import (
     Duration,
     Model,
+    at_most,
 )
 
 # --------------------------------------------------------------------------- checks
@@ -45,7 +46,7 @@ class LatencyCheck(Model):
         default=0.25, gt=0, le=10,
         description="allowed relative increase of the share of requests slower than the bound",
     )
-    sloBound: Duration | None = Field(
+    sloBound: Annotated[Duration, at_most("1h")] | None = Field(
         default=None, description="test exceedance of this bound instead of the baseline's quantile"
     )
     distribution: bool = Field(default=False, description="also run the whole-distribution test")

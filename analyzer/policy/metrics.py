@@ -17,6 +17,7 @@ from analyzer.policy.base import (
     HttpUrl,
     Model,
     Percent,
+    at_most,
 )
 
 # --------------------------------------------------------------------------- metric sources
@@ -49,7 +50,7 @@ class PrometheusSource(Model):
     labels: dict[str, str] = Field(
         default_factory=dict, description="extra label matchers added to every query"
     )
-    timeout: Duration = Field(default=timedelta(seconds=10))
+    timeout: Annotated[Duration, at_most("5m")] = Field(default=timedelta(seconds=10))
     retries: int = Field(default=2, ge=0, le=10)
     headers: dict[str, str] = Field(default_factory=dict, description="e.g. Authorization")
     namespaceLabel: str | None = Field(
@@ -68,15 +69,17 @@ class PrometheusSource(Model):
 
 class SimulatedVersion(Model):
     errorRate: float = Field(default=0.01, ge=0, le=1, description="errors per request")
-    latencyMedian: Duration = Field(default=timedelta(milliseconds=50))
-    latencyP99: Duration = Field(default=timedelta(milliseconds=250))
+    latencyMedian: Annotated[Duration, at_most("1h")] = Field(
+        default=timedelta(milliseconds=50))
+    latencyP99: Annotated[Duration, at_most("1h")] = Field(default=timedelta(milliseconds=250))
 
 
 class SimulateSource(Model):
     """Seeded synthetic traffic: runs the engine with no Prometheus at all."""
 
     source: Literal["simulate"]
-    rps: float = Field(default=50, gt=0, description="requests per second for both versions")
+    rps: float = Field(default=50, gt=0, le=1e7,
+                       description="requests per second for both versions (at most 1e7)")
     seed: int | None = None
     stable: SimulatedVersion = SimulatedVersion()
     canary: SimulatedVersion = SimulatedVersion()
@@ -84,7 +87,13 @@ class SimulateSource(Model):
         default=None, description="the canary's own figures apply only above this weight"
     )
     burstiness: float = Field(
-        default=0, ge=0, description="overdispersion of errors (0 = Poisson)"
+        default=0, ge=0, le=100, description="overdispersion of errors (0 = Poisson)"
+    )
+    allowSimulatedMetrics: bool = Field(
+        default=False,
+        description="allow this invented traffic to drive a router other than dry-run (tests, "
+        "demos): without it, such a policy is refused, since it would move real traffic on "
+        "fake data",
     )
 
 

@@ -5,10 +5,11 @@ that holds every block (routers.py, strategy.py, metrics.py, checks.py).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -21,6 +22,7 @@ from analyzer.policy.base import (
     K8sName,
     LabelValue,
     Model,
+    at_most,
 )
 from analyzer.policy.checks import Check, ErrorRateCheck, check_name
 from analyzer.policy.metrics import MetricsSpec, SimulateSource
@@ -76,7 +78,7 @@ class DecisionRules(Model):
 class Webhook(Model):
     name: str
     url: HttpUrl
-    timeout: Duration = Field(default=timedelta(seconds=10))
+    timeout: Annotated[Duration, at_most("5m")] = Field(default=timedelta(seconds=10))
     headers: dict[str, str] = Field(default_factory=dict)
 
 
@@ -102,13 +104,30 @@ class Spec(Model):
     router: RouterSpec
     strategy: Strategy
     analysis: Analysis = Analysis()
-    metrics: MetricsSpec = Field(default_factory=lambda: SimulateSource(source="simulate"))
+    metrics: MetricsSpec = Field(
+        description="where each tick's data comes from (required: a policy never falls back "
+        "to invented traffic)"
+    )
     checks: list[Check] = Field(
         default_factory=lambda: [ErrorRateCheck(type="error-rate")], min_length=1
     )
     decision: DecisionRules = DecisionRules()
     gates: Gates = Gates()
     notifications: list[Notification] = Field(default_factory=list)
+
+    @field_validator("metrics")
+    @classmethod
+    def _no_fake_data_on_real_traffic(cls, metrics: Any, info: ValidationInfo) -> Any:
+        router = info.data.get("router")
+        provider = getattr(router, "provider", None)
+        if (isinstance(metrics, SimulateSource) and provider not in (None, "dry-run")
+                and not metrics.allowSimulatedMetrics):
+            raise ValueError(
+                f"source simulate invents its traffic, and router {provider} would move real "
+                "traffic on it: use source: prometheus, or router provider: dry-run; for a test "
+                "or a demo, set spec.metrics.allowSimulatedMetrics: true"
+            )
+        return metrics
 
     @field_validator("checks")
     @classmethod

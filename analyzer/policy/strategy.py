@@ -16,14 +16,15 @@ from analyzer.policy.base import (
     Duration,
     Model,
     Percent,
+    at_most,
 )
 
 # --------------------------------------------------------------------------- strategy
 
 
 class PauseSpec(Model):
-    duration: Duration | None = Field(
-        default=None, description="wait this long; absent: wait for `canary resume`"
+    duration: Annotated[Duration, at_most("30d")] | None = Field(
+        default=None, description="wait this long (at most 30d); absent: wait for `canary resume`"
     )
 
 
@@ -135,18 +136,20 @@ class Strategy(Model):
 class Analysis(Model):
     """When ticks happen and how long a step may take."""
 
-    interval: Duration = Field(default=timedelta(seconds=30), description="time between ticks")
-    window: Duration | None = Field(
+    interval: Annotated[Duration, at_most("1h")] = Field(
+        default=timedelta(seconds=30), description="time between ticks (1s to 1h)"
+    )
+    window: Annotated[Duration, at_most("1h")] | None = Field(
         default=None, description="data window of one tick; default: the interval"
     )
-    minStepDuration: Duration = Field(
+    minStepDuration: Annotated[Duration, at_most("30d")] = Field(
         default=timedelta(minutes=2), description="soak time at each step before promotion"
     )
-    maxStepDuration: Duration = Field(
+    maxStepDuration: Annotated[Duration, at_most("30d")] = Field(
         default=timedelta(minutes=30),
         description="after this, an inconclusive step takes decision.onInconclusive",
     )
-    baselineWindow: Duration = Field(
+    baselineWindow: Annotated[Duration, at_most("1d")] = Field(
         default=timedelta(minutes=10),
         description="pre-rollout window of stable traffic used to pick latency bucket bounds",
     )

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from analyzer.core.types import Histogram, Samples, VersionSample
-from analyzer.util.times import parse_timestamp
+from analyzer.util.times import iso, parse_timestamp
 
 DEFAULT_INTERVAL = timedelta(seconds=30)
+#: The shortest interval a line may cover: the engine's shortest `analysis.interval`.
+MIN_INTERVAL = timedelta(seconds=1)
 
 
 class ReplayError(Exception):
@@ -105,6 +107,15 @@ def parse_line(
         )
     if t0 is not None and t0 >= t1:
         raise ValueError("t0 must be before t")
+    if prev_t is not None and t0 is not None and t0 < prev_t:
+        raise ValueError(
+            f"t0 {iso(t0)} is before the previous line's t {iso(prev_t)}: intervals must not "
+            "overlap (each request is counted once)")
+    if t0 is not None and (t1 - t0) < MIN_INTERVAL:
+        raise ValueError(
+            f"the interval {iso(t0)}..{iso(t1)} is shorter than {MIN_INTERVAL.total_seconds():g}s "
+            "(the engine's shortest interval): repeated or split intervals would count the same "
+            "traffic as new evidence")
     w = obj.get("canary_weight")
     bad_weight = isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 100
     if w is not None and bad_weight:
@@ -156,7 +167,7 @@ def read_replay(path: str | Path) -> list[ReplayLine]:
     for i, (no, t0, t1, fields) in enumerate(parsed):
         if t0 is None:
             gap = parsed[i + 1][2] - t1 if i + 1 < len(parsed) else DEFAULT_INTERVAL
-            t0 = t1 - gap
+            t0 = t1 - max(gap, MIN_INTERVAL)
         out.append(ReplayLine(no, Samples(t0=t0, t1=t1, **fields)))
     return out
 

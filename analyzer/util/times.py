@@ -56,7 +56,7 @@ def format_duration(value: timedelta) -> str:
     seconds = value.total_seconds()
     if seconds and seconds == int(seconds):
         s = int(seconds)
-        for unit, size in (("h", 3600), ("m", 60)):
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
             if s % size == 0:
                 return f"{s // size}{unit}"
         return f"{s}s"

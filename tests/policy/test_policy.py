@@ -35,6 +35,7 @@ spec:
   target: {service: web, stable: v1, canary: v2}
   router: {provider: dry-run}
   strategy: {steps: [10, 50]}
+  metrics: {source: simulate}
 """
 
 
@@ -65,10 +66,31 @@ def test_defaults_are_careful() -> None:
     assert s.decision.onInconclusive == "pause" and s.decision.onDataFailure == "pause"
     assert s.analysis.interval == timedelta(seconds=30)
     assert s.analysis.minStepDuration == timedelta(minutes=2)
-    assert s.metrics.source == "simulate"
+    assert s.metrics.source == "simulate" and not s.metrics.allowSimulatedMetrics
     assert [c.type for c in s.checks] == ["error-rate"]
     # steps stopping below 100 end with a full promotion
     assert s.strategy.weight_steps() == [10, 50, 100]
+
+
+def test_metrics_are_required_and_simulate_only_drives_dry_run() -> None:
+    """A policy never falls back to invented traffic, and invented traffic never moves a real
+    router unless the policy says so."""
+    with pytest.raises(PolicyError, match=r"spec\.metrics: required field is missing"):
+        parse_policy(MINIMAL.replace("  metrics: {source: simulate}\n", ""))
+    istio = MINIMAL.replace("{provider: dry-run}", "{provider: istio, virtualService: web, "
+                            "stableHost: web-v1, canaryHost: web-v2}")
+    with pytest.raises(PolicyError, match="router istio would move real traffic"):
+        parse_policy(istio)
+    allowed = parse_policy(istio.replace("{source: simulate}",
+                                         "{source: simulate, allowSimulatedMetrics: true}"))
+    assert allowed.spec.metrics.allowSimulatedMetrics
+
+
+@pytest.mark.parametrize("field", ["tolerance: .inf", "tolerance: .nan", "weight: .inf",
+                                   "weight: -.inf", "negligibleRate: .nan"])
+def test_no_float_field_takes_inf_or_nan(field: str) -> None:
+    with pytest.raises(PolicyError, match="finite number"):
+        parse_policy(MINIMAL + f"  checks: [{{type: error-rate, {field}}}]\n")
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,8 @@ def make_policy(router: dict[str, Any], *, strategy: dict[str, Any] | None = Non
             "target": {"namespace": NS, "service": service, "stable": stable, "canary": canary},
             "router": router,
             "strategy": strategy or {"steps": [10, 50]},
+            # routers do not read metrics; invented traffic is allowed next to them here only
+            "metrics": {"source": "simulate", "allowSimulatedMetrics": True},
         },
     })
 

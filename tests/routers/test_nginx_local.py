@@ -65,7 +65,8 @@ class Setup:
             "apiVersion": "canary-analyzer.io/v1alpha1", "kind": "RolloutPolicy",
             "metadata": {"name": "shop"},
             "spec": {"target": {"service": "shop", "stable": "v1", "canary": "v2"},
-                     "router": self.router_cfg, "strategy": {"steps": [20, 50]}}}))
+                     "router": self.router_cfg, "strategy": {"steps": [20, 50]},
+                     "metrics": {"source": "prometheus"}}}))  # not queried by `canary route`
 
     def get(self, headers: dict[str, str] | None = None) -> str:
         conn = http.client.HTTPConnection("127.0.0.1", self.nginx.port, timeout=5)

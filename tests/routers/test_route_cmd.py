@@ -23,7 +23,8 @@ def policy_file(tmp_path: Path, router: dict = ISTIO) -> Path:
         "metadata": {"name": "checkout"},
         "spec": {"target": {"namespace": NS, "service": "checkout", "stable": "v1",
                             "canary": "v2"},
-                 "router": router, "strategy": {"steps": [10, 50]}}}))
+                 "router": router, "strategy": {"steps": [10, 50]},
+                 "metrics": {"source": "prometheus"}}}))  # not queried by `canary route`
     return path
 
 

@@ -30,6 +30,7 @@ spec:
   router: {{provider: dry-run}}
   strategy: {{steps: [10, 50, 100]}}
   analysis: {analysis}
+  metrics: {{source: simulate}}
   checks: {checks}
   decision: {decision}
 """)

@@ -68,3 +68,52 @@ def test_missing_files_are_clear_errors(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "file not found" in res.stderr
     res = runner.invoke(app, ["replay", str(tmp_path / "nope.yaml"), str(DATA / "healthy.jsonl")])
     assert res.exit_code == 1 and "file not found" in res.stderr
+
+
+def _healthy_lines() -> list[dict]:
+    return [json.loads(line) for line in (DATA / "healthy.jsonl").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def _replay(tmp_path: Path, lines: list[dict]) -> object:
+    f = tmp_path / "data.jsonl"
+    f.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return runner.invoke(app, ["replay", POLICY, str(f)]), f
+
+
+def test_overlapping_intervals_are_refused_naming_the_line(tmp_path: Path) -> None:
+    lines = _healthy_lines()[:3]
+    lines[1]["t0"] = lines[0]["t0"] if "t0" in lines[0] else lines[0]["t"]
+    lines[2]["t0"] = lines[0]["t"]  # starts before line 2 ended: counts its requests again
+    res, f = _replay(tmp_path, lines)
+    assert res.exit_code == 1
+    assert f"{f}:3" in res.stderr and "must not overlap" in res.stderr
+
+
+def test_repeated_intervals_at_tiny_offsets_are_refused(tmp_path: Path) -> None:
+    """The same healthy intervals again, 1 ms apart, would count the same traffic as new
+    evidence: refused, naming the first such line."""
+    from datetime import timedelta
+
+    from analyzer.util.times import iso, parse_timestamp
+
+    lines = _healthy_lines()[:6]
+    last = parse_timestamp(lines[-1]["t"])
+    again = []
+    for k, x in enumerate(lines * 4, start=1):
+        y = {key: v for key, v in x.items() if key != "t0"}
+        y["t"] = iso(last + timedelta(milliseconds=k))
+        again.append(y)
+    res, f = _replay(tmp_path, lines + again)
+    assert res.exit_code == 1
+    assert f"{f}:7" in res.stderr and "shorter than 1s" in res.stderr
+
+
+def test_non_finite_histogram_bound_is_refused(tmp_path: Path) -> None:
+    lines = _healthy_lines()[:2]
+    lat = lines[1]["stable"].get("latency")
+    assert lat is not None, "the example data carries latency histograms"
+    lat["le"][0] = "NaN"
+    res, f = _replay(tmp_path, lines)
+    assert res.exit_code == 1
+    assert f"{f}:2" in res.stderr and "finite" in res.stderr
