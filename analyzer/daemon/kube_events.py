@@ -4,8 +4,11 @@ Like Flagger and Argo Rollouts, the engine records an Event on the object its ro
 (the VirtualService, Ingress, Knative Service, ...) for every decision that changes weight or
 state, carrying the decision's sentence. Events are sent from a background thread with a
 bounded queue: an API server that is slow or down never blocks a tick, and a lost Event loses
-nothing (the decision is in the store). The only permission used is `create` on core `events`
-(deploy/kustomize/base/rbac-events.yaml).
+nothing (the decision is in the store). Permissions: `create` on core `events`
+(deploy/kustomize/base/rbac-events.yaml), and `get` on the routed object, which the provider's
+ClusterRole already grants: the Event names the object's uid, without which `kubectl describe`
+does not list it (kubectl selects Events by involvedObject uid). When that read fails the Event
+is still created, without the uid (`kubectl get events` shows it).
 """
 
 from __future__ import annotations
@@ -22,16 +25,20 @@ from analyzer.policy import Policy
 
 log = logging.getLogger("analyzer.daemon.kube_events")
 
-# provider -> (apiVersion, kind, the router field naming the object)
-_INVOLVED: dict[str, tuple[str, str, str]] = {
-    "istio": ("networking.istio.io/v1", "VirtualService", "virtualService"),
-    "nginx-ingress": ("networking.k8s.io/v1", "Ingress", "ingress"),
-    "knative": ("serving.knative.dev/v1", "Service", "knativeService"),
-    "seldon": ("machinelearning.seldon.io/v1", "SeldonDeployment", "seldonDeployment"),
-    "kubernetes": ("apps/v1", "Deployment", "canaryDeployment"),
-    "gateway-api": ("gateway.networking.k8s.io/v1", "HTTPRoute", "httpRoute"),
-    "smi": ("split.smi-spec.io/v1alpha4", "TrafficSplit", "trafficSplit"),
+# provider -> (apiVersion, kind, resource, the router field naming the object)
+_INVOLVED: dict[str, tuple[str, str, str, str]] = {
+    "istio": ("networking.istio.io/v1", "VirtualService", "virtualservices", "virtualService"),
+    "nginx-ingress": ("networking.k8s.io/v1", "Ingress", "ingresses", "ingress"),
+    "knative": ("serving.knative.dev/v1", "Service", "services", "knativeService"),
+    "seldon": ("machinelearning.seldon.io/v1", "SeldonDeployment", "seldondeployments",
+               "seldonDeployment"),
+    "kubernetes": ("apps/v1", "Deployment", "deployments", "canaryDeployment"),
+    "gateway-api": ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", "httpRoute"),
+    "smi": ("split.smi-spec.io/v1alpha4", "TrafficSplit", "trafficsplits", "trafficSplit"),
 }
+# (apiVersion, kind) -> resource, to read the object for its uid (all in a named API group)
+_RESOURCES = {(api_version, kind): resource for api_version, kind, resource, _ in
+              _INVOLVED.values()}
 _WARNING_KINDS = {"rollback", "failed", "pause"}
 
 
@@ -41,7 +48,7 @@ def involved_object(policy: Policy) -> dict[str, str] | None:
     found = _INVOLVED.get(router.provider)
     if found is None:
         return None
-    api_version, kind, field = found
+    api_version, kind, _, field = found
     return {"apiVersion": api_version, "kind": kind,
             "name": getattr(router, field), "namespace": policy.spec.target.namespace}
 
@@ -83,6 +90,7 @@ class KubeEventRecorder:
                 config.load_kube_config()
             api_client = client.ApiClient()
         self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(queue_size)
         self.sent = 0
         self.failed = 0
@@ -124,6 +132,7 @@ class KubeEventRecorder:
                 if body is None:
                     return
                 ns = body["metadata"]["namespace"]
+                self._add_uid(body["involvedObject"])
                 self._core.create_namespaced_event(ns, body, _request_timeout=5)
                 self.sent += 1
             except Exception as e:  # the API server's problems must not reach a tick
@@ -131,6 +140,19 @@ class KubeEventRecorder:
                 log.warning("could not record a Kubernetes Event: %s", str(e).splitlines()[0])
             finally:
                 self._queue.task_done()
+
+    def _add_uid(self, ref: dict[str, str]) -> None:
+        """Put the object's uid into the reference (kubectl describe selects Events by it)."""
+        group, _, version = ref["apiVersion"].rpartition("/")
+        try:
+            obj = self._custom.get_namespaced_custom_object(
+                group, version, ref["namespace"], _RESOURCES[(ref["apiVersion"], ref["kind"])],
+                ref["name"],
+                _request_timeout=5)
+            ref["uid"] = obj["metadata"]["uid"]
+        except Exception as e:  # the Event is still worth sending without it
+            log.info("Event for %s %s/%s without its uid: %s", ref["kind"], ref["namespace"],
+                     ref["name"], str(e).splitlines()[0])
 
 
 class FanOut:

@@ -33,7 +33,7 @@ def build_router(
 ) -> Router:
     """The router for `policy.spec.router.provider`.
 
-    api_client: a `kubernetes.client.ApiClient` (tests point one at the API test double);
+    api_client: a `kubernetes.client.ApiClient` (tests point one at the real test API server);
       None loads --kubeconfig / in-cluster / ~/.kube/config lazily, on the first API call.
     dry_run: read, compute and record in `last_applied`, write nothing.
     current_object: the current object(s) (a dict or a list of dicts, e.g. from `--current

@@ -9,8 +9,11 @@
    policy/v1 PodDisruptionBudget): the `kubernetes` Python client's generated models (pydantic,
    `extra="forbid"`, generated from the same upstream OpenAPI spec): unknown fields, types and
    required fields. Weaker than the schema (no enums, no formats), and said so in docs/deploy.md.
-3. ServiceMonitor (monitoring.coreos.com/v1; no schema shipped here): a hand-written structural
-   check of the fields we use.
+3. ServiceMonitor (monitoring.coreos.com/v1): the Prometheus Operator's own CRD schema
+   (tests/fixtures/crds/, strict as in 1.) through tests/support/k8s_schemas.py.
+
+The authority is the real API server: tests/deploy/test_server_dry_run.py applies every overlay
+with `kubectl apply -k ... --dry-run=server`; these offline checks are quicker and name the field.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas"
+from tests.support import k8s_schemas
+from tests.support.kube_cluster import schema_dir
+
 OPENAPI_FILES = ("kubernetes-apps-v1.openapi.json", "kubernetes-networking-v1.openapi.json")
 
 
@@ -43,7 +47,7 @@ def openapi_kinds() -> dict[tuple[str, str], tuple[str, str]]:
     """(apiVersion, kind) -> (file, schema name) for every top-level kind in the documents."""
     out: dict[tuple[str, str], tuple[str, str]] = {}
     for f in OPENAPI_FILES:
-        schemas = json.loads((SCHEMAS / f).read_text())["components"]["schemas"]
+        schemas = json.loads((schema_dir() / f).read_text())["components"]["schemas"]
         for name, s in schemas.items():
             for gvk in s.get("x-kubernetes-group-version-kind", []):
                 api_version = f"{gvk['group']}/{gvk['version']}" if gvk["group"] else gvk["version"]
@@ -53,7 +57,7 @@ def openapi_kinds() -> dict[tuple[str, str], tuple[str, str]]:
 
 @functools.cache
 def _components(file: str) -> dict[str, Any]:
-    doc = json.loads((SCHEMAS / file).read_text())
+    doc = json.loads((schema_dir() / file).read_text())
     return _strict(copy.deepcopy(doc["components"]))
 
 
@@ -86,42 +90,11 @@ def validate_client_model(obj: dict[str, Any]) -> list[str]:
     return []
 
 
-def validate_servicemonitor(obj: dict[str, Any]) -> list[str]:
-    errs: list[str] = []
-    spec = obj.get("spec")
-    if not isinstance(spec, dict):
-        return ["spec: required mapping"]
-    known = {"selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels",
-             "podTargetLabels", "sampleLimit"}
-    errs += [f"spec.{k}: unknown field" for k in set(spec) - known]
-    sel = spec.get("selector")
-    if not isinstance(sel, dict) or not (sel.get("matchLabels") or sel.get("matchExpressions")):
-        errs.append("spec.selector: needs matchLabels or matchExpressions")
-    eps = spec.get("endpoints")
-    if not isinstance(eps, list) or not eps:
-        errs.append("spec.endpoints: required non-empty list")
-        return errs
-    ep_known = {"port", "targetPort", "path", "scheme", "interval", "scrapeTimeout",
-                "honorLabels", "relabelings", "metricRelabelings", "bearerTokenSecret",
-                "authorization", "tlsConfig", "params"}
-    for i, ep in enumerate(eps):
-        errs += [f"spec.endpoints[{i}].{k}: unknown field" for k in set(ep) - ep_known]
-        if not isinstance(ep.get("port"), str):
-            errs.append(f"spec.endpoints[{i}].port: the Service port's name (string)")
-        for k in ("interval", "scrapeTimeout"):
-            if k in ep and not (isinstance(ep[k], str) and ep[k][-1:] in "smh"
-                                and ep[k][:-1].isdigit()):
-                errs.append(f"spec.endpoints[{i}].{k}: a duration like 30s")
-        if "path" in ep and not str(ep["path"]).startswith("/"):
-            errs.append(f"spec.endpoints[{i}].path: must start with /")
-    return errs
-
-
 def validate(obj: dict[str, Any]) -> tuple[str, list[str]]:
     """(method used, errors) for one object."""
     key = (obj.get("apiVersion"), obj.get("kind"))
     if key in openapi_kinds():
         return "openapi", validate_openapi(obj)
     if key == ("monitoring.coreos.com/v1", "ServiceMonitor"):
-        return "structural", validate_servicemonitor(obj)
+        return "crd", k8s_schemas.errors(obj)
     return "client-model", validate_client_model(obj)

@@ -3,6 +3,7 @@ asks for are really in the rendered output."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -37,6 +38,17 @@ def test_every_object_validates(rendered: dict, overlay: str) -> None:
         methods.add(method)
         assert not errors, f"{overlay}: {obj['kind']} {obj['metadata']['name']}: {errors}"
     assert "openapi" in methods  # the Deployment at least goes through the upstream schema
+    assert "crd" in methods  # the ServiceMonitor through the Prometheus Operator's CRD
+
+
+def test_servicemonitor_schema_is_not_blind(rendered: dict) -> None:
+    sm = copy.deepcopy(_one(rendered["single"], "ServiceMonitor"))
+    sm["spec"]["endpoints"][0]["intervall"] = "30s"
+    sm["spec"]["endpoints"][0]["port"] = 8080
+    method, errors = validate(sm)
+    assert method == "crd"
+    assert any("'intervall' was unexpected" in e for e in errors), errors
+    assert any("port: 8080 is not of type 'string'" in e for e in errors), errors
 
 
 def test_components_render_and_validate(component_overlays: dict) -> None:

@@ -1,6 +1,7 @@
 """Fixtures of the fault suite: the fault ledger (the summary table), the decision-log audit,
-policies, the Kubernetes API test double seen through a kubeconfig, a live exporter scraped by
-a real Prometheus, a slow HTTP proxy, a throwaway PostgreSQL cluster and a tiny tmpfs.
+policies, the real Kubernetes API server seen through a kubeconfig (via a fault-injecting
+proxy, as deploy/'s ServiceAccount), a live exporter scraped by a real Prometheus, a slow HTTP
+proxy, a throwaway PostgreSQL cluster and a tiny tmpfs.
 
 Every case runs a real rollout (mostly `canary run` as a subprocess, as in production), injects
 a real process-level fault while it runs, and reports to the session's `FaultLedger`: the fault,
@@ -16,7 +17,6 @@ written as Markdown (docs/reliability.md carries a copy).
 from __future__ import annotations
 
 import contextlib
-import copy
 import glob
 import itertools
 import os
@@ -34,7 +34,6 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from analyzer.core.rollout import Phase
 from analyzer.daemon.store import Store
@@ -43,8 +42,10 @@ from analyzer.routers.factory import build_router
 from tests.engine.conftest import Daemon, daemon_env, free_port, wait_for
 from tests.routers.conftest import DESTINATION_RULE, VIRTUAL_SERVICE
 from tests.support import requires
-from tests.support.k8s_schemas import validate
-from tests.support.kube_api_double import KubeApiDouble
+from tests.support.fault_proxy import FaultProxy
+from tests.support.kube_cluster import KubeApiError, KubeCluster
+from tests.support.kube_deploy import ENGINE_NAMESPACE, ENGINE_SERVICE_ACCOUNT, EngineRbac
+from tests.support.kube_objects import ClusterObjects, ObjectHistory
 
 SOAK = os.environ.get("CANARY_SOAK") == "1"
 NS = "shop"
@@ -197,8 +198,8 @@ def prometheus_source(address: str, *, timeout: str = "2s", retries: int = 0) ->
 def fault_policy(name: str, *, metrics: str = SIMULATE, steps: str = "[20, 50, 100]",
                  interval: str = "1s", min_step: str = "2s", data_failure_limit: int = 1000,
                  extra: str = "") -> str:
-    """A policy that decides within a few ticks per step, routed by Istio through the API
-    server test double. Data failures hold for a long time (the cases assert the hold and the
+    """A policy that decides within a few ticks per step, routed by Istio through the real API
+    server. Data failures hold for a long time (the cases assert the hold and the
     resumption, not the onDataFailure pause)."""
     return f"""
 apiVersion: canary-analyzer.io/v1alpha1
@@ -218,46 +219,79 @@ spec:
 """
 
 
-# --------------------------------------------------------------------------- the API double
+# --------------------------------------------------------------------------- the API server
+
+VS = ("networking.istio.io/v1", "VirtualService", "checkout")
+DR = ("networking.istio.io/v1", "DestinationRule", "checkout")
 
 
 class Kube:
-    """The Kubernetes API server TEST DOUBLE (tests/support/kube_api_double.py) with the Istio
-    objects of the fault policies, reachable by a `canary run` subprocess via KUBECONFIG."""
+    """The real API server (the session's `kube_cluster`) holding the Istio objects of the fault
+    policies in namespace `shop`, reached through `proxy` (a FaultProxy: 500s, 409 storms,
+    delays on demand) with a real token of deploy/'s ServiceAccount: `kubeconfig` for a
+    `canary run` subprocess, `api_client()` for an engine in this process. `history` follows
+    the VirtualService with a watch: every version the server stored."""
 
-    def __init__(self, double: KubeApiDouble, kubeconfig: Path) -> None:
-        self.double = double
-        self.kubeconfig = kubeconfig
+    def __init__(self, cluster: KubeCluster, proxy: FaultProxy, token: str,
+                 kubeconfig: Path) -> None:
+        self.cluster, self.proxy, self.token, self.kubeconfig = cluster, proxy, token, kubeconfig
+        self.objects = ClusterObjects(cluster, NS)
+        self.history: ObjectHistory | None = None
 
-    def objects(self) -> list[dict[str, Any]]:
-        vs = self.double.get("networking.istio.io/v1", "VirtualService", NS, "checkout")
-        dr = self.double.get("networking.istio.io/v1", "DestinationRule", NS, "checkout")
-        return [o for o in (vs, dr) if o is not None]
+    def reseed(self) -> None:
+        """Fresh VirtualService and DestinationRule (a previous case's are deleted)."""
+        for ref in (VS, DR):
+            self.objects.delete(*ref)
+        for obj in (VIRTUAL_SERVICE, DESTINATION_RULE):
+            for _ in range(100):  # a deleted object can linger for a moment
+                try:
+                    self.objects.seed(obj)
+                    break
+                except KubeApiError as exc:
+                    if exc.status != 409:
+                        raise
+                    time.sleep(0.05)
+        self.history = self.objects.watch(*VS)
+
+    def objects_now(self) -> list[dict[str, Any]]:
+        return [o for o in (self.objects.get(*VS), self.objects.get(*DR)) if o is not None]
 
     def weight(self, policy: Policy) -> int:
-        """The canary weight the double holds now (read offline: no HTTP, no injected fault)."""
-        router = build_router(policy, current_object=self.objects())
+        """The canary weight the server holds now (read directly as the admin, not through the
+        proxy: no injected fault)."""
+        router = build_router(policy, current_object=self.objects_now())
         return int(router.get_weight().canary_weight)
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every version of the VirtualService the server stored since reseed(), in order."""
+        assert self.history is not None
+        return self.history.versions()
+
+    def api_client(self) -> Any:
+        return self.cluster.api_client(host=self.proxy.url, token=self.token)
 
     def env(self, **extra: str) -> dict[str, str]:
         return daemon_env(KUBECONFIG=str(self.kubeconfig), **extra)
 
+    def close(self) -> None:
+        if self.history is not None:
+            self.history.stop()
+
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[Kube]:
-    with KubeApiDouble(validator=validate) as double:
-        double.seed(copy.deepcopy(VIRTUAL_SERVICE))
-        double.seed(copy.deepcopy(DESTINATION_RULE))
-        cfg = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "double",
-            "clusters": [{"name": "double", "cluster": {"server": double.url}}],
-            "users": [{"name": "nobody", "user": {}}],
-            "contexts": [{"name": "double",
-                          "context": {"cluster": "double", "user": "nobody", "namespace": NS}}],
-        }
-        path = tmp_path / "kubeconfig"
-        path.write_text(yaml.safe_dump(cfg))
-        yield Kube(double, path)
+def kube(tmp_path: Path, kube_cluster: KubeCluster, kube_engine_rbac: EngineRbac,
+         kube_fault_proxy: FaultProxy) -> Iterator[Kube]:
+    with contextlib.suppress(KubeApiError):  # one `shop` namespace for the whole session
+        kube_cluster.create_namespace(NS)
+    token = kube_cluster.service_account_token(ENGINE_NAMESPACE, ENGINE_SERVICE_ACCOUNT)
+    config = kube_cluster.write_kubeconfig(tmp_path / "kubeconfig", server=kube_fault_proxy.url,
+                                           token=token)
+    k = Kube(kube_cluster, kube_fault_proxy, token, config)
+    k.reseed()
+    try:
+        yield k
+    finally:
+        k.close()
 
 
 # --------------------------------------------------------------------------- live traffic

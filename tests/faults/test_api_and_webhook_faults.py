@@ -1,10 +1,10 @@
-"""Faults of the systems the engine talks to: the Kubernetes API server (the TEST DOUBLE of
-tests/support/kube_api_double.py answering 500s, 409 Conflict storms and too late) and webhook
-receivers that hang (a `beforeStep` gate and a notification receiver).
+"""Faults of the systems the engine talks to: the real Kubernetes API server behind the fault
+proxy of tests/support/fault_proxy.py (answering 500s, 409 Conflict storms and too late) and
+webhook receivers that hang (a `beforeStep` gate and a notification receiver).
 
 The API-server case runs the engine in this process (the real Scheduler and its threads, the
-real `kubernetes` client over HTTP) so that the router's request timeout can be shortened to
-1 s; every other case runs `canary run` as a subprocess.
+real `kubernetes` client over verified TLS, as deploy/'s ServiceAccount) so that the router's
+request timeout can be shortened to 1 s; every other case runs `canary run` as a subprocess.
 """
 
 from __future__ import annotations
@@ -30,14 +30,13 @@ pytestmark = pytest.mark.slow
 
 
 def _held_weights(kube: Kube, policy: Policy) -> list[int]:
-    """Every canary weight the double stored for the VirtualService, in order."""
-    dr = kube.double.get("networking.istio.io/v1", "DestinationRule", "shop", "checkout")
-    out = []
-    for obj in kube.double.written:
-        if obj.get("kind") == "VirtualService":
-            w = build_router(policy, current_object=[obj, dr]).get_weight().canary_weight
-            if not out or out[-1] != w:
-                out.append(int(w))
+    """Every canary weight the server stored for the VirtualService, in order (from a watch)."""
+    dr = kube.objects.get("networking.istio.io/v1", "DestinationRule", "checkout")
+    out: list[int] = []
+    for obj in kube.versions():
+        w = build_router(policy, current_object=[obj, dr]).get_weight().canary_weight
+        if not out or out[-1] != w:
+            out.append(int(w))
     return out
 
 
@@ -47,20 +46,21 @@ def test_api_server_500s_conflict_storms_and_timeouts(tmp_path: Path, kube: Kube
     steps = "[5, 10, 20, 30, 40, 50, 60, 70, 80, 100]" if SOAK else "[10, 25, 50, 100]"
     policy = parse_policy(fault_policy("apifaults", steps=steps))
     store = Store(f"sqlite:///{tmp_path / 'canary.db'}")
-    d = kube.double
+    proxy = kube.proxy
 
     def router_factory(p: Policy) -> Any:
-        router = build_router(p, api_client=d.api_client())
+        router = build_router(p, api_client=kube.api_client())
         router.objects.request_timeout = (1.0, 1.0)  # so a late answer is a timeout
         return router
 
     faults: list[tuple[str, Callable[[], Any]]] = [
-        ("500", lambda: d.inject(500, count=2, path="virtualservices")),
+        ("500", lambda: proxy.inject(500, count=2, path="virtualservices")),
         # 12 conflicts: more than one write's 9 attempts, fewer than 5 refused ticks
-        ("409 storm", lambda: d.inject(409, count=12, method="PATCH", path="virtualservices")),
-        # answered after 1.5 s, applied anyway: the client gave up, the write landed
-        ("timeout", lambda: d.inject(None, count=1, method="PATCH", path="virtualservices",
-                                     delay=1.5)),
+        ("409 storm", lambda: proxy.inject(409, count=12, method="PATCH",
+                                           path="virtualservices")),
+        # forwarded after 1.5 s: the client gave up after 1 s, the write landed all the same
+        ("timeout", lambda: proxy.inject(None, count=1, method="PATCH", path="virtualservices",
+                                         delay=1.5)),
     ]
     engine = Engine(store, router_factory=router_factory)
     scheduler = Scheduler(engine, policies=[policy], sync_interval=0.2)
@@ -82,7 +82,7 @@ def test_api_server_500s_conflict_storms_and_timeouts(tmp_path: Path, kube: Kube
                     break
                 fault = inject()
                 injected[name] = injected.get(name, 0) + 1
-                wait_for(lambda f=fault: f.count == 0 or not store.get(rid).active, 60,
+                wait_for(lambda f=fault: f.exhausted or not store.get(rid).active, 60,
                          f"the {name} fault to be hit")
         wait_for(lambda: not store.get(rid).active, 90, "the rollout to finish")
     finally:

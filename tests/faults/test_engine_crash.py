@@ -1,11 +1,11 @@
 """Fault: the engine (`canary run`, a real process) SIGKILLed at random points of its ticks.
 
-The Istio router writes to the Kubernetes API server TEST DOUBLE, whose VirtualService writes
-are slowed (0.3 s before they are applied) so that a kill often lands between the router write
-and the commit: the write is applied after the engine died, the store still holds the previous
-tick. Half the kills wait for such a write to be in flight; the others come at a random time.
-After each restart the router must be reconciled with the store, and at the end the log must
-be complete and the router hold exactly what the store says.
+The Istio router writes to the real Kubernetes API server through the fault proxy, which holds
+VirtualService writes 0.3 s before forwarding them so that a kill often lands between the
+router write and the commit: the write is applied after the engine died, the store still holds
+the previous tick. Half the kills wait for such a write to be in flight; the others come at a
+random time. After each restart the router must be reconciled with the store, and at the end
+the log must be complete and the router hold exactly what the store says.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ def test_engine_sigkilled_mid_tick(tmp_path: Path, kube: Kube, ledger: FaultLedg
     (pdir / "killed.yaml").write_text(text)
     db = f"sqlite:///{tmp_path / 'canary.db'}"
     args = ["--policies", str(pdir), "--db", db, "--no-api", "--sync-interval", "0.2"]
-    writes = [kube.double.inject(None, count=None, method=m, path="virtualservices", delay=0.3)
+    writes = [kube.proxy.inject(None, count=None, method=m, path="virtualservices", delay=0.3)
               for m in ("PATCH", "PUT")]
-    kube.double.inject(None, count=None, method="GET", path="virtualservices", delay=0.1)
+    kube.proxy.inject(None, count=None, method="GET", path="virtualservices", delay=0.1)
     store = Store(db)
 
     def active() -> bool:
@@ -64,7 +64,7 @@ def test_engine_sigkilled_mid_tick(tmp_path: Path, kube: Kube, ledger: FaultLedg
             d.stop()
         if not active():
             break
-        time.sleep(0.4)  # let a write in flight land (the double applies it after the delay)
+        time.sleep(0.4)  # let a write in flight land (the proxy forwards it after the delay)
         rec = store.latest("killed")
         ahead += int(kube.weight(policy) != rec.state.weight)
     last = Daemon(args, kube.env(), tmp_path / "engine-last.log")

@@ -3,7 +3,7 @@ Prometheus answering more slowly than the tick's query budget (a SLOW HTTP PROXY
 the real server, the policy's `metrics.timeout: 1s`).
 
 The rollout reads live data: a LiveExporter (an application's /metrics whose traffic follows
-the weight the API server test double holds) scraped every second by the real Prometheus, and
+the weight the real API server holds) scraped every second by the real Prometheus, and
 `canary run` as a subprocess. While the data is missing every tick must hold (recorded, with the
 reason), the weight must not move, nothing is promoted without data, and the rollout must
 resume and finish once Prometheus answers again.

@@ -68,12 +68,12 @@ def test_sqlite_disk_full(tmp_path: Path, tiny_disk: Path, kube: Kube,
             seen = _count(log, "database or disk is full")
             wait_for(lambda s=seen: _count(log, "database or disk is full") > s, 30,
                      "a tick refused by the full disk")
-            writes = len(kube.double.written)
+            writes = len(kube.versions())
             wait_for(lambda s=seen: _count(log, "database or disk is full") >= s + 3, 30,
                      "three ticks refused by the full disk")
             # After the first refusal the engine checks the store before the router: the
             # traffic does not flap once per tick of the outage.
-            assert len(kube.double.written) == writes
+            assert len(kube.versions()) == writes
             cur = store.get(rec.id)
             time.sleep(0.3)
             assert store.get(rec.id).tick_seq == cur.tick_seq, "a tick committed on a full disk"

@@ -1,37 +1,43 @@
-"""Fixtures for the router tests: the Kubernetes API test double (validating every write
-against the real schemas), policies per provider and realistic seed objects."""
+"""Fixtures for the router tests: the real API server (tests/support/kube_cluster.py), one fresh
+namespace per test, policies per provider and realistic seed objects.
+
+    def test_x(kube):                       # a Kube: namespace, objects, proxy, routers
+        kube.seed(VIRTUAL_SERVICE)          # created by the admin in kube.ns (defaults applied)
+        router = kube.router(ISTIO)         # the router under test, through kube.proxy
+        router.set_weight(20)
+        kube.get(*VS)                       # read back from the server, as the admin
+        kube.modify(*VS, fn)                # a foreign writer
+        kube.proxy.requests                 # what the router sent (and the server answered)
+
+The seed objects name the namespace `shop` (NS): `kube.seed()` puts them in the test's own
+namespace, and `--current` files (offline, no server) keep `shop`.
+"""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from analyzer.policy import Policy
+from analyzer.routers.base import Router
 from analyzer.routers.factory import build_router
-from tests.support.k8s_schemas import errors, validate
-from tests.support.kube_api_double import KubeApiDouble
+from tests.support.fault_proxy import FaultProxy
+from tests.support.kube_cluster import KubeCluster
+from tests.support.kube_objects import ClusterObjects, Obj
 
 NS = "shop"
 
 
-@pytest.fixture
-def double() -> Iterator[KubeApiDouble]:
-    with KubeApiDouble(validator=validate) as d:
-        yield d
-        # Belt and braces: the double refuses invalid writes, and every stored write is valid.
-        for obj in d.written:
-            assert errors(obj) == [], (obj["kind"], errors(obj))
-
-
 def make_policy(router: dict[str, Any], *, strategy: dict[str, Any] | None = None,
-                service: str = "checkout", stable: str = "v1", canary: str = "v2") -> Policy:
+                service: str = "checkout", stable: str = "v1", canary: str = "v2",
+                namespace: str = NS) -> Policy:
     return Policy.model_validate({
         "metadata": {"name": "test"},
         "spec": {
-            "target": {"namespace": NS, "service": service, "stable": stable, "canary": canary},
+            "target": {"namespace": namespace, "service": service, "stable": stable,
+                       "canary": canary},
             "router": router,
             "strategy": strategy or {"steps": [10, 50]},
             # routers do not read metrics; invented traffic is allowed next to them here only
@@ -40,26 +46,74 @@ def make_policy(router: dict[str, Any], *, strategy: dict[str, Any] | None = Non
     })
 
 
-def router_for(double: KubeApiDouble, router: dict[str, Any], **kw: Any) -> Any:
-    return build_router(make_policy(router, **{k: v for k, v in kw.items()
-                                              if k in ("strategy", "service", "stable",
-                                                       "canary")}),
-                        api_client=double.api_client(),
-                        **{k: v for k, v in kw.items() if k in ("dry_run", "current_object",
-                                                                  "conflict_retries")})
+POLICY_ARGS = ("strategy", "service", "stable", "canary")
+ROUTER_ARGS = ("dry_run", "current_object", "conflict_retries")
 
 
-def without(obj: dict[str, Any], *paths: str) -> dict[str, Any]:
-    """A copy of obj without the dotted paths (to compare everything a router must not touch)."""
-    obj = copy.deepcopy(obj)
-    for path in paths:
-        node = obj
-        parts = path.split(".")
-        for p in parts[:-1]:
-            node = node[int(p)] if isinstance(node, list) else node.get(p, {})
-        if isinstance(node, dict):
-            node.pop(parts[-1], None)
-    return obj
+class Kube:
+    """One test's view of the real API server: its namespace, the admin's raw objects there,
+    a FaultProxy the routers talk through (its request log shows what they sent), and routers
+    built for the namespace, as the admin or as an impersonated user."""
+
+    def __init__(self, cluster: KubeCluster, namespace: str, proxy: FaultProxy) -> None:
+        self.cluster = cluster
+        self.ns = namespace
+        self.proxy = proxy
+        self.objects = ClusterObjects(cluster, namespace)
+        self._clients: list[Any] = []
+
+    def seed(self, obj: Obj) -> Obj:
+        return self.objects.seed(obj)
+
+    def get(self, api_version: str, kind: str, name: str) -> Obj | None:
+        return self.objects.get(api_version, kind, name)
+
+    def modify(self, api_version: str, kind: str, name: str, change: Any) -> Obj:
+        return self.objects.modify(api_version, kind, name, change)
+
+    def policy(self, router: dict[str, Any], **kw: Any) -> Policy:
+        return make_policy(router, namespace=self.ns, **kw)
+
+    def api_client(self, *, user: str | None = None) -> Any:
+        """A client through the proxy, as the admin or impersonating user."""
+        api = self.cluster.api_client(user=user, host=self.proxy.url)
+        self._clients.append(api)
+        return api
+
+    def router(self, router: dict[str, Any], *, user: str | None = None, **kw: Any) -> Router:
+        """build_router for `router` (a policy's spec.router) in this namespace. Policy fields
+        (strategy, service, stable, canary) and build_router's (dry_run, current_object,
+        conflict_retries) pass through."""
+        policy = self.policy(router, **{k: v for k, v in kw.items() if k in POLICY_ARGS})
+        return build_router(policy, api_client=self.api_client(user=user),
+                            **{k: v for k, v in kw.items() if k in ROUTER_ARGS})
+
+    def writes(self) -> list[tuple[str, str, int | None]]:
+        """(method, last path segment, status) of every write the routers sent via the proxy."""
+        return [(r.method, r.path.rsplit("/", 1)[1], r.status) for r in self.proxy.requests
+                if r.method in ("POST", "PUT", "PATCH", "DELETE")]
+
+    def close(self) -> None:
+        for api in self._clients:
+            api.close()
+
+
+@pytest.fixture
+def kube(kube_cluster: KubeCluster, kube_namespace: str,
+         kube_fault_proxy: FaultProxy) -> Iterator[Kube]:
+    k = Kube(kube_cluster, kube_namespace, kube_fault_proxy)
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+@pytest.fixture
+def istio(kube: Kube) -> Kube:
+    """`kube` with the VirtualService and DestinationRule below seeded."""
+    kube.seed(VIRTUAL_SERVICE)
+    kube.seed(DESTINATION_RULE)
+    return kube
 
 
 # ---------------------------------------------------------------------------- seed objects

@@ -1,4 +1,5 @@
-"""Kubernetes replicas, Gateway API HTTPRoute and SMI TrafficSplit routers."""
+"""Kubernetes replicas, Gateway API HTTPRoute and SMI TrafficSplit routers on the real API
+server; the Gateway API CRD's schema limits and CEL rules refuse what the router would write."""
 
 from __future__ import annotations
 
@@ -12,16 +13,15 @@ from tests.routers.conftest import (
     GATEWAY,
     HTTP_ROUTE,
     KUBERNETES,
-    NS,
     SMI,
     TRAFFIC_SPLIT,
+    Kube,
     deployment,
-    router_for,
 )
 
-DEP = ("apps/v1", "Deployment", NS)
-ROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute", NS, "store")
-SPLIT = ("split.smi-spec.io/v1alpha4", "TrafficSplit", NS, "podinfo")
+DEP = ("apps/v1", "Deployment")
+ROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute", "store")
+SPLIT = ("split.smi-spec.io/v1alpha4", "TrafficSplit", "podinfo")
 
 
 @pytest.mark.parametrize(("total", "weight", "expected"), [
@@ -40,20 +40,21 @@ def test_split_replicas_needs_two_for_a_partial_weight():
         split_replicas(1, 50)
 
 
-def replicas(double):
-    return (double.get(*DEP, "api-v1")["spec"]["replicas"],
-            double.get(*DEP, "api-v2")["spec"]["replicas"])
+def replicas(kube: Kube) -> tuple[int, int]:
+    return (kube.get(*DEP, "api-v1")["spec"]["replicas"],
+            kube.get(*DEP, "api-v2")["spec"]["replicas"])
 
 
 @pytest.fixture
-def deployments(double):
-    double.seed(deployment("api-v1", "v1", 8))
-    double.seed(deployment("api-v2", "v2", 2))
-    return double
+def deployments(kube: Kube) -> Kube:
+    kube.seed(deployment("api-v1", "v1", 8))
+    kube.seed(deployment("api-v2", "v2", 2))
+    return kube
 
 
-def test_replicas_follow_weight_and_total_stays(deployments):
-    r = router_for(deployments, KUBERNETES)
+def test_replicas_follow_weight_and_total_stays(deployments: Kube) -> None:
+    before = deployments.get(*DEP, "api-v1")
+    r = deployments.router(KUBERNETES)
     assert r.get_weight().canary_weight == 20
     r.set_weight(50)
     assert replicas(deployments) == (5, 5)
@@ -64,106 +65,154 @@ def test_replicas_follow_weight_and_total_stays(deployments):
     assert r.get_weight().canary_weight == 0
     dep = deployments.get(*DEP, "api-v1")
     assert dep["metadata"]["annotations"] == {"deploy/by": "ci"}
-    assert dep["spec"]["template"] == deployment("api-v1", "v1", 0)["spec"]["template"]
+    # the pod template (with the server's defaults) is never touched
+    assert dep["spec"]["template"] == before["spec"]["template"]
+    assert dep["spec"]["strategy"] == before["spec"]["strategy"]
 
 
-def test_replicas_total_from_policy(deployments):
-    router_for(deployments, {**KUBERNETES, "totalReplicas": 4}).set_weight(25)
+def test_replicas_total_from_policy(deployments: Kube) -> None:
+    deployments.router({**KUBERNETES, "totalReplicas": 4}).set_weight(25)
     assert replicas(deployments) == (3, 1)
 
 
-def test_replicas_grow_first_then_shrink(deployments):
-    r = router_for(deployments, KUBERNETES)
+def test_replicas_grow_first_then_shrink(deployments: Kube) -> None:
+    r = deployments.router(KUBERNETES)
     r.set_weight(60)
-    patches = [q.path.rsplit("/", 1)[1] for q in deployments.requests if q.method == "PATCH"]
-    assert patches == ["api-v2", "api-v1"]  # canary grows before stable shrinks
+    # canary grows before stable shrinks
+    assert deployments.writes() == [("PATCH", "api-v2", 200), ("PATCH", "api-v1", 200)]
 
 
-def test_replicas_second_write_fails_first_is_put_back(deployments):
-    r = router_for(deployments, KUBERNETES)
-    deployments.inject(500, method="PATCH", path="/api-v1")
-    with pytest.raises(RouterError, match=r"Deployment shop/api-v1.*put back"):
+def test_replicas_second_write_fails_first_is_put_back(deployments: Kube) -> None:
+    r = deployments.router(KUBERNETES)
+    deployments.proxy.inject(500, method="PATCH", path="/api-v1")
+    with pytest.raises(RouterError, match=rf"Deployment {deployments.ns}/api-v1.*put back"):
         r.set_weight(50)
     assert replicas(deployments) == (8, 2)
+    assert deployments.writes() == [("PATCH", "api-v2", 200), ("PATCH", "api-v1", 500),
+                                    ("PATCH", "api-v2", 200)]
 
 
-def test_replicas_no_header_no_mirror(deployments):
-    r = router_for(deployments, KUBERNETES)
+def test_replicas_no_header_no_mirror(deployments: Kube) -> None:
+    r = deployments.router(KUBERNETES)
     with pytest.raises(RouterError, match="cannot route by header"):
         r.set_header_route({"header": "a", "value": "b"})
     with pytest.raises(RouterError, match="cannot mirror"):
         r.set_mirror(5)
 
 
-def test_replicas_missing_deployment(double):
-    double.seed(deployment("api-v1", "v1", 8))
-    with pytest.raises(RouterError, match=r"Deployment shop/api-v2.*does not exist"):
-        router_for(double, KUBERNETES).set_weight(10)
+def test_replicas_missing_deployment(kube: Kube) -> None:
+    kube.seed(deployment("api-v1", "v1", 8))
+    with pytest.raises(RouterError, match=rf"Deployment {kube.ns}/api-v2.*does not exist"):
+        kube.router(KUBERNETES).set_weight(10)
 
 
-def rules(double):
-    return double.get(*ROUTE)["spec"]["rules"]
+def rules(kube: Kube) -> list[dict]:
+    return kube.get(*ROUTE)["spec"]["rules"]
 
 
-def test_gateway_weights_and_foreign_rule_untouched(double):
-    double.seed(HTTP_ROUTE)
-    r = router_for(double, GATEWAY)
+SERVICE = {"group": "", "kind": "Service"}  # the server's defaults on every backendRef
+
+
+def test_gateway_weights_and_foreign_rule_untouched(kube: Kube) -> None:
+    seeded = kube.seed(HTTP_ROUTE)
+    r = kube.router(GATEWAY)
     assert r.get_weight().canary_weight == 0
     r.set_weight(20)
-    assert rules(double)[0]["backendRefs"] == [
-        {"name": "store-v1", "port": 8080, "weight": 80},
-        {"name": "store-v2", "port": 8080, "weight": 20}]
-    assert rules(double)[1] == HTTP_ROUTE["spec"]["rules"][1]
-    assert double.get(*ROUTE)["spec"]["parentRefs"] == HTTP_ROUTE["spec"]["parentRefs"]
+    assert rules(kube)[0]["backendRefs"] == [
+        {**SERVICE, "name": "store-v1", "port": 8080, "weight": 80},
+        {**SERVICE, "name": "store-v2", "port": 8080, "weight": 20}]
+    assert rules(kube)[1] == seeded["spec"]["rules"][1]
+    assert kube.get(*ROUTE)["spec"]["parentRefs"] == seeded["spec"]["parentRefs"]
     assert r.get_weight().canary_weight == 20
     r.set_header_route({"header": "x-canary", "value": "always"})
-    ab = rules(double)[0]
+    ab = rules(kube)[0]
     assert ab["name"] == "canary-analyzer-ab"
     assert ab["matches"] == [{"path": {"type": "PathPrefix", "value": "/api"},
                               "headers": [{"type": "Exact", "name": "x-canary",
                                            "value": "always"}]}]
-    assert ab["backendRefs"] == [{"name": "store-v2", "port": 8080}]
+    assert ab["backendRefs"] == [{**SERVICE, "name": "store-v2", "port": 8080, "weight": 1}]
     assert r.get_weight().header_route == {"header": "x-canary", "value": "always"}
     r.reset()
-    assert [x.get("name") for x in rules(double)] == [None, None]
+    assert [x.get("name") for x in rules(kube)] == [None, None]
     assert r.get_weight().canary_weight == 0 and r.get_weight().header_route is None
     with pytest.raises(RouterError, match="cannot route by cookie"):
         r.set_header_route({"cookie": "c"})
 
 
-def test_gateway_rule_index_missing(double):
-    double.seed(HTTP_ROUTE)
-    with pytest.raises(RouterError, match=r"HTTPRoute shop/store .*: rule index\(es\) \[5\]"):
-        router_for(double, {**GATEWAY, "rules": [5]}).set_weight(10)
+def test_gateway_rule_index_missing(kube: Kube) -> None:
+    kube.seed(HTTP_ROUTE)
+    with pytest.raises(RouterError,
+                       match=rf"HTTPRoute {kube.ns}/store .*: rule index\(es\) \[5\]"):
+        kube.router({**GATEWAY, "rules": [5]}).set_weight(10)
 
 
-def test_gateway_foreign_backend_in_managed_rule_refused(double):
+def test_gateway_foreign_backend_in_managed_rule_refused(kube: Kube) -> None:
     route = copy.deepcopy(HTTP_ROUTE)
     route["spec"]["rules"][0]["backendRefs"].append({"name": "store-old", "port": 8080})
-    double.seed(route)
+    kube.seed(route)
     with pytest.raises(RouterError, match="store-old"):
-        router_for(double, GATEWAY).set_weight(10)
+        kube.router(GATEWAY).set_weight(10)
 
 
-def test_smi_weights(double):
-    double.seed(TRAFFIC_SPLIT)
-    r = router_for(double, SMI)
+def test_gateway_ab_rule_over_the_schema_limit_is_refused_by_the_server(kube: Kube) -> None:
+    """HTTPRoute allows 16 rules (`maxItems` in the CRD): the A/B rule would be the 17th."""
+    route = copy.deepcopy(HTTP_ROUTE)
+    route["spec"]["rules"] += [{"matches": [{"path": {"type": "PathPrefix", "value": f"/r{i}"}}],
+                                "backendRefs": [{"name": "docs", "port": 80}]}
+                               for i in range(14)]
+    before = kube.seed(route)
+    r = kube.router(GATEWAY)
+    r.set_weight(10)  # 16 rules: fine
+    with pytest.raises(RouterError) as exc:
+        r.set_header_route({"header": "x-canary", "value": "always"})
+    message = str(exc.value)
+    assert message.startswith(f"cannot update HTTPRoute {kube.ns}/store "
+                              "(gateway.networking.k8s.io/v1): HTTP 422")
+    assert "spec.rules: Too many: 17: must have at most 16 items" in message
+    assert message.endswith("nothing was applied")
+    after = kube.get(*ROUTE)
+    assert len(after["spec"]["rules"]) == len(before["spec"]["rules"]) == 16
+    assert r.get_weight() == type(r.get_weight())(canary_weight=10)
+
+
+def test_gateway_ab_rule_breaking_a_cel_rule_is_refused_by_the_server(kube: Kube) -> None:
+    """The CRD's CEL rule allows fewer than 128 matches in a route; the A/B rule copies the
+    managed rule's 60 matches next to 60 others."""
+    route = copy.deepcopy(HTTP_ROUTE)
+    route["spec"]["rules"][0]["matches"] = [
+        {"path": {"type": "PathPrefix", "value": f"/api/{i}"}} for i in range(60)]
+    route["spec"]["rules"][1]["matches"] = [
+        {"path": {"type": "PathPrefix", "value": f"/docs/{i}"}} for i in range(60)]
+    kube.seed(route)
+    r = kube.router(GATEWAY)
+    with pytest.raises(RouterError) as exc:
+        r.set_header_route({"header": "x-canary", "value": "always"})
+    message = str(exc.value)
+    assert f"cannot update HTTPRoute {kube.ns}/store" in message and "HTTP 422" in message
+    assert ("While 16 rules and 64 matches per rule are allowed, the total number of matches "
+            "across all rules in a route must be less than 128") in message
+    assert [x.get("name") for x in rules(kube)] == [None, None]
+
+
+def test_smi_weights(kube: Kube) -> None:
+    kube.seed(TRAFFIC_SPLIT)
+    r = kube.router(SMI)
     r.set_weight(35)
-    backends = double.get(*SPLIT)["spec"]["backends"]
+    backends = kube.get(*SPLIT)["spec"]["backends"]
     assert backends == [{"service": "podinfo-primary", "weight": 65},
                         {"service": "podinfo-old", "weight": 0},
                         {"service": "podinfo-canary", "weight": 35}]
     assert r.get_weight().canary_weight == 35
     r.reset()
     assert r.get_weight().canary_weight == 0
-    assert double.get(*SPLIT)["metadata"]["annotations"] == {"x": "y"}
+    assert kube.get(*SPLIT)["metadata"]["annotations"] == {"x": "y"}
     with pytest.raises(RouterError, match="cannot route by header"):
         r.set_header_route({"header": "a", "value": "b"})
 
 
-def test_smi_wrong_root_service(double):
+def test_smi_wrong_root_service(kube: Kube) -> None:
     ts = copy.deepcopy(TRAFFIC_SPLIT)
     ts["spec"]["service"] = "other"
-    double.seed(ts)
+    kube.seed(ts)
     with pytest.raises(RouterError, match="expected the root service 'podinfo'"):
-        router_for(double, SMI).set_weight(10)
+        kube.router(SMI).set_weight(10)

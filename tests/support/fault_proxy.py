@@ -1,7 +1,7 @@
 """A fault-injecting HTTP reverse proxy in front of the real kube-apiserver (loopback only).
 
 A real API server does not give 500 storms, slow answers or dropped connections on demand; this
-proxy does, in place of the old test double's `inject()`. Requests that match no fault are
+proxy does. Requests that match no fault are
 forwarded unchanged, so everything else (authentication, RBAC, validation, conflicts, watches)
 is the real server's.
 
@@ -24,7 +24,7 @@ method(s) and a path substring:
     proxy.inject(drop="after", method="PATCH")       # forward (the write happens), then drop
 
 `requests` logs every request (method, path, query, status or None when dropped, fault), and
-`calls()` gives the (group, resource, RBAC verb) set like the old double's.
+`calls()` gives the (group, resource, RBAC verb) set of what was forwarded.
 """
 
 from __future__ import annotations

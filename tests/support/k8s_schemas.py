@@ -1,4 +1,9 @@
-"""Validate Kubernetes objects against the real upstream schemas in ../shared/schemas/.
+"""Validate Kubernetes objects against the real upstream schemas in ../shared/schemas/ (and
+the CRDs kept as fixtures in tests/fixtures/crds/).
+
+For objects no server sees: the output of `canary route --dry-run --current FILE` (offline).
+Everything written to the real test API server is validated by the server itself (schemas,
+CEL rules, defaulting, pruning), which is the authority.
 
 CRDs: the `openAPIV3Schema` of the served version named by the object's apiVersion.
 Built-in kinds (Ingress, Deployment): the Kubernetes OpenAPI v3 documents, `$ref`s resolved
@@ -24,9 +29,12 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SCHEMAS = Path(__file__).resolve().parents[2] / ".." / "shared" / "schemas"
+from tests.support.kube_cluster import REPO, schema_dir
 
-CRD_FILES = {
+FIXTURE_CRDS = REPO / "tests" / "fixtures" / "crds"
+
+# (group, kind) -> CRD file in the schema directory (or a Path: a fixture of this repository)
+CRD_FILES: dict[tuple[str, str], str | Path] = {
     ("networking.istio.io", "VirtualService"): "istio-networking-virtualservice.crd.yaml",
     ("networking.istio.io", "DestinationRule"): "istio-networking-destinationrule.crd.yaml",
     ("serving.knative.dev", "Service"): "knative-serving-service.crd.yaml",
@@ -34,6 +42,8 @@ CRD_FILES = {
     ("machinelearning.seldon.io", "SeldonDeployment"): "seldon-core-v1-seldondeployment.crd.yaml",
     ("gateway.networking.k8s.io", "HTTPRoute"): "gateway-api-httproute.crd.yaml",
     ("split.smi-spec.io", "TrafficSplit"): "smi-trafficsplit.crd.yaml",
+    ("monitoring.coreos.com", "ServiceMonitor"):
+        FIXTURE_CRDS / "monitoring.coreos.com_servicemonitors.yaml",
 }
 BUILTIN = {
     ("networking.k8s.io/v1", "Ingress"): ("kubernetes-networking-v1.openapi.json",
@@ -56,10 +66,11 @@ def _strict(node: Any) -> Any:
 
 
 @functools.cache
-def _crd_schemas(file: str) -> dict[tuple[str, str], dict[str, Any]]:
+def _crd_schemas(file: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
     """openAPIV3Schema per (apiVersion, kind) of every served version in one CRD file."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load((SCHEMAS / file).read_text(), Loader=loader)
+    path = file if isinstance(file, Path) else schema_dir() / file
+    crd = yaml.load(path.read_text(), Loader=loader)
     group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
     return {(f"{group}/{v['name']}", kind): v["schema"]["openAPIV3Schema"]
             for v in crd["spec"]["versions"] if v.get("served")}
@@ -69,7 +80,7 @@ def _crd_schemas(file: str) -> dict[tuple[str, str], dict[str, Any]]:
 def validator_for(api_version: str, kind: str, strict: bool = True) -> Draft202012Validator:
     if (api_version, kind) in BUILTIN:
         file, name = BUILTIN[(api_version, kind)]
-        doc = json.loads((SCHEMAS / file).read_text())
+        doc = json.loads((schema_dir() / file).read_text())
         if strict:
             doc = _strict(doc)
         uri = f"urn:k8s:{file}"
@@ -80,7 +91,7 @@ def validator_for(api_version: str, kind: str, strict: bool = True) -> Draft2020
     file = CRD_FILES.get((api_version.rpartition("/")[0], kind))
     schemas = _crd_schemas(file) if file else {}
     if (api_version, kind) not in schemas:
-        raise KeyError(f"no schema for {kind} {api_version} in {SCHEMAS}")
+        raise KeyError(f"no schema for {kind} {api_version} in {schema_dir()}")
     schema = copy.deepcopy(schemas[(api_version, kind)])
     # The API server always accepts these at the root, whether or not the CRD lists them.
     props = schema.setdefault("properties", {})

@@ -744,7 +744,8 @@ class KubeCluster:
         conditions: Any = None
         while time.monotonic() < deadline:
             current = self.request("GET", f"{base}/{name}")
-            conditions = current.get("status", {}).get("conditions", [])
+            # right after the create the server answers `conditions: null`
+            conditions = (current.get("status") or {}).get("conditions") or []
             if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                 # discovery can lag Established by a moment; wait until every version serves it
                 try:

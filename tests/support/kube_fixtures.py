@@ -7,6 +7,9 @@
   stays Terminating, no namespace controller runs).
 - `kube_api` (function): an admin `kubernetes.client.ApiClient`, closed afterwards.
 - `kube_fault_proxy` (function): a started FaultProxy in front of the cluster, stopped after.
+- `kube_engine_rbac` (session): deploy/'s Namespace, ServiceAccount and every ClusterRole and
+  binding applied to the cluster once (tests/support/kube_deploy.py); run code as
+  `kube_engine_rbac.user` (impersonation) to hold exactly what deploy/ grants.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pytest
 
 from tests.support.fault_proxy import FaultProxy
 from tests.support.kube_cluster import KubeCluster, crd_files
+from tests.support.kube_deploy import EngineRbac, apply_engine_rbac
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -98,3 +102,10 @@ def kube_fault_proxy(kube_cluster: KubeCluster) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_engine_rbac(kube_cluster: KubeCluster,
+                     tmp_path_factory: pytest.TempPathFactory) -> EngineRbac:
+    """deploy/'s ServiceAccount and ClusterRoles on the session cluster (applied once)."""
+    return apply_engine_rbac(kube_cluster, tmp_path_factory.mktemp("engine-rbac"))
