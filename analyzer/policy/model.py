@@ -25,7 +25,7 @@ from analyzer.policy.base import (
     at_most,
 )
 from analyzer.policy.checks import Check, ErrorRateCheck, check_name
-from analyzer.policy.metrics import MetricsSpec, SimulateSource
+from analyzer.policy.metrics import MetricsSpec, SimulateSource, metrics_fit_problems
 from analyzer.policy.routers import RouterSpec
 from analyzer.policy.strategy import Analysis, Strategy
 
@@ -151,6 +151,16 @@ class Spec(Model):
             raise ValueError(f"router {provider} cannot route by cookie")
         if self.strategy.type in ("mirror",) and provider not in ("istio", "seldon", "dry-run"):
             raise ValueError(f"router {provider} cannot mirror traffic (strategy mirror)")
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_fit(self) -> Spec:
+        problems = metrics_fit_problems(
+            self.metrics, version_label=self.target.versionLabel,
+            versions=(self.target.stable, self.target.canary), router=self.router,
+            strategy=self.strategy.type, checks=self.checks)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 

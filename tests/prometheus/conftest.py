@@ -1,4 +1,5 @@
-"""Fixtures: one real Prometheus per session, backfilled with every preset's dataset."""
+"""Fixtures: a real Prometheus per session backfilled with every preset's dataset, and a second
+one with series shaped exactly like the exporters' (tests/prometheus/exporters/)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import yaml
 
 from analyzer.demo.local_prometheus import PrometheusServer, backfill, find_binary
 from analyzer.policy import Policy, parse_policy
-from tests.prometheus import datasets
+from tests.prometheus import datasets, exporters
+from tests.support import requires
 
 
 @pytest.fixture(scope="session")
@@ -40,20 +42,41 @@ def prom(
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def exporter_data() -> exporters.Dataset:
+    return exporters.build()
+
+
+@pytest.fixture(scope="session")
+def exporter_prom(
+    tmp_path_factory: pytest.TempPathFactory, exporter_data: exporters.Dataset
+) -> Iterator[PrometheusServer]:
+    requires.binary("prometheus")
+    requires.binary("promtool")
+    data_dir = tmp_path_factory.mktemp("prom-exporters")
+    backfill(exporter_data.text(), data_dir)
+    server = PrometheusServer(data_dir).start()
+    yield server
+    server.stop()
+
+
 def make_policy(
     preset: str, address: str, *, service: str = "checkout", stable: str = "v1",
     canary: str = "v2", namespace: str = "shop", checks: list[dict[str, Any]] | None = None,
-    **metrics: Any,
+    router: dict[str, Any] | None = None, strategy: dict[str, Any] | None = None,
+    version_label: str | None = None, **metrics: Any,
 ) -> Policy:
+    target = {"namespace": namespace, "service": service, "stable": stable, "canary": canary}
+    if version_label is not None:
+        target["versionLabel"] = version_label
     doc = {
         "apiVersion": "canary-analyzer.io/v1alpha1",
         "kind": "RolloutPolicy",
         "metadata": {"name": f"{preset}-{service}".replace("_", "-")},
         "spec": {
-            "target": {"namespace": namespace, "service": service, "stable": stable,
-                       "canary": canary},
-            "router": {"provider": "dry-run"},
-            "strategy": {"steps": [10, 50]},
+            "target": target,
+            "router": router or {"provider": "dry-run"},
+            "strategy": strategy or {"steps": [10, 50]},
             "metrics": {"source": "prometheus", "address": address, "preset": preset,
                         "retries": 1, "timeout": "5s", **metrics},
             "checks": checks or [{"type": "error-rate"}, {"type": "latency"}],

@@ -118,9 +118,10 @@ def _knative(ns: str, svc: str, ver: str, pod: str, code: str) -> dict[str, str]
 
 
 def _seldon(ns: str, svc: str, ver: str, pod: str, code: str) -> dict[str, str]:
+    # the executor has no namespace label; Seldon's PodMonitor adds the target label
     return {
         "deployment_name": svc, "predictor_name": ver, "predictor_version": "",
-        "service": "/predict", "method": "POST", "code": code, "pod": pod,
+        "service": "/predict", "method": "POST", "code": code, "pod": pod, "namespace": ns,
     }
 
 

@@ -54,13 +54,16 @@ def test_version_without_series_is_no_data(prom: PrometheusServer, preset: str) 
         src = _source(prom, preset, service="nothing")
         samples = src.fetch(T0, T1)
         assert samples.stable is None and samples.canary is None
+        assert "no series for either version" in (samples.no_data_reason or "")
+        assert 'no series with ingress="nothing"; values seen: ["cart", "checkout"]' in (
+            samples.no_data_reason or "")
     else:
         samples = _source(prom, preset, canary="missing-version").fetch(T0, T1)
         assert samples.stable is not None and samples.stable.requests > 0  # still reported
         assert samples.canary is None
         assert "missing-version" in (samples.no_data_reason or "")
+        assert "no series for the canary version" in (samples.no_data_reason or "")
     assert not samples.ok
-    assert "no series for the canary version" in (samples.no_data_reason or "")
     assert samples.queries and samples.queries[0] in (samples.no_data_reason or "")
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from analyzer.cli.query_cmd import parse_time
+from analyzer.policy import metrics as policy_metrics
 from analyzer.sources.prometheus.exact import exact_from_raw
 from analyzer.sources.prometheus.presets import PRESETS, get_preset
 from analyzer.sources.prometheus.promql import render_template
@@ -46,7 +47,12 @@ def test_templates_fill_only_known_placeholders() -> None:
 
 
 def test_presets_are_complete() -> None:
-    assert set(PRESETS) == {"istio", "nginx-ingress", "knative", "seldon", "linkerd", "generic"}
+    """The policy layer's view of the presets (names, gRPC statuses, latency) is the sources'."""
+    assert set(PRESETS) == set(policy_metrics.PRESETS)
+    assert {n for n, p in PRESETS.items() if p.error_matchers_non_ok} == set(
+        policy_metrics.GRPC_PRESETS)
+    assert {n for n, p in PRESETS.items() if p.latency_metric is None} == set(
+        policy_metrics.NO_LATENCY)
     with pytest.raises(KeyError, match="known"):
         get_preset("consul")
 

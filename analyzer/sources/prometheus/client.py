@@ -56,6 +56,13 @@ class PrometheusClient:
             params={"timeout": f"{self.timeout:g}s"},
         ))
 
+    def label_values(self, label: str, match: str, start: int, end: int) -> list[str]:
+        """The values of `label` among the series matching `match` in [start, end] (an index
+        look-up: /api/v1/label/<label>/values)."""
+        params = {"match[]": match, "start": str(start), "end": str(end)}
+        return [str(v) for v in self._with_retries(
+            lambda: self._prom.get_label_values(label, params=params))]
+
     def _with_retries(self, call: Callable[[], Any]) -> list[dict[str, Any]]:
         last: QueryFailed | None = None
         for attempt in range(self.retries + 1):

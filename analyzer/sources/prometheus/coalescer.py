@@ -1,6 +1,6 @@
-"""Query coalescing: rollouts that share a Prometheus and a preset share one query per metric
-per tick, grouped by (namespace, service, version), so a tick's cost does not grow with the
-number of rollouts.
+"""Query coalescing: rollouts that share a Prometheus and a query shape (selection.py's
+`Layout`) share one query per metric per tick, grouped by (namespace, service, version), so a
+tick's cost does not grow with the number of rollouts.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyzer.sources.prometheus.client import PrometheusClient
+from analyzer.sources.prometheus.selection import Layout, Member
 
 
 @dataclass(frozen=True)
@@ -25,27 +26,14 @@ class MetricResult:
 
 
 @dataclass(frozen=True)
-class Member:
-    """One rollout's slice of a shared query."""
-
-    namespace: str | None
-    service: str | None
-    stable: str
-    canary: str
-
-
-@dataclass(frozen=True)
 class BatchKey:
+    """Rollouts with equal keys may share queries: the same Prometheus, the same query shape."""
+
     address: str
     headers: tuple[tuple[str, str], ...]
     timeout: float
     retries: int
-    preset: str
-    version_label: str
-    version_mode: str
-    namespace_label: str | None
-    service_label: str | None
-    extra: tuple[tuple[str, str], ...]
+    layout: Layout
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Exact integer counts from counter samples: deltas, counter resets, series that appear or
-vanish inside a window (see source.py's docstring for the method and its limits).
+vanish inside a window: the fast query's text and its answer, and the count from raw samples
+(see source.py's docstring for the method and its limits). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -58,4 +59,69 @@ def exact_from_raw(
         if n is None:
             return {}, f"counter increments {total} are not integers in series {dict(labels)}"
         counts[key] = counts.get(key, 0) + n
+    return counts, None
+
+
+# ---------------------------------------------------------------------- the fast query
+
+PART_LABEL = "canary_part"  # label marking the parts of the fast query
+
+
+def _union(selectors: Sequence[str], form: str) -> str:
+    """`form` (with `{s}`) applied to each selector, joined by `or`: a metric selected by
+    several disjoint alternatives (error matchers) is their union, each series once."""
+    parts = [form.format(s=s) for s in selectors]
+    return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+
+
+def fast_query(selectors: Sequence[str], group: Sequence[str], window_ms: int) -> str:
+    """One instant query at t1 with five parts per group: the sums at t1 and at t0, the counter
+    resets around the window, and how many series vanished or appeared in it."""
+    by = f"by ({', '.join(group)})"
+    now = _union(selectors, "{s}")
+    then = _union(selectors, f"{{s}} offset {window_ms}ms")
+    resets = _union(selectors, f"resets({{s}}[{window_ms + LOOKBACK_MS}ms])")
+    during = _union(selectors, f"last_over_time({{s}}[{window_ms}ms])")
+
+    def part(name: str, expr: str) -> str:
+        return f'label_replace({expr}, "{PART_LABEL}", "{name}", "", "")'
+
+    return " or ".join([
+        part("t1", f"sum {by} ({now})"),
+        part("t0", f"sum {by} ({then})"),
+        part("resets", f"sum {by} ({resets})"),
+        part("gone", f"count {by} (({then} or {during}) unless {now})"),
+        part("new", f"count {by} ({now} unless {then})"),
+    ])
+
+
+def counts_from_fast(
+    rows: Sequence[Mapping[str, Any]], group: Sequence[str]
+) -> tuple[dict[tuple[str, ...], int] | None, str | None]:
+    """Exact counts per group from the fast query's answer: (counts, None); (None, None) when
+    resets or series churn need the raw samples; (None, why) for values no counter has."""
+    parts: dict[str, dict[tuple[str, ...], float]] = {}
+    for row in rows:
+        labels = dict(row.get("metric", {}))
+        name = labels.pop(PART_LABEL, "")
+        key = tuple(labels.get(g, "") for g in group)
+        parts.setdefault(name, {})[key] = float(row["value"][1])
+    at0, at1 = parts.get("t0", {}), parts.get("t1", {})
+    for side in (at0, at1):
+        for key, v in side.items():
+            if math.isnan(v) or math.isinf(v):
+                return None, f"value {v} for {label_text(group, key)}"
+    if any(v > 0 for p in ("resets", "gone", "new") for v in parts.get(p, {}).values()):
+        return None, None
+    counts: dict[tuple[str, ...], int] = {}
+    for key in set(at0) | set(at1):
+        if key not in at1:
+            return None, None  # vanished group: only the raw samples can say what it did
+        delta = at1[key] - at0.get(key, 0.0)
+        if delta < 0:
+            return None, None
+        n = as_int(delta)
+        if n is None:
+            return None, f"counter delta {delta} is not an integer (is this a counter of requests?)"
+        counts[key] = n
     return counts, None

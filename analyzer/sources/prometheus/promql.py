@@ -7,12 +7,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from analyzer.sources.prometheus.presets import LABEL_NAME
+from analyzer.sources.prometheus.presets import LABEL_NAME, Matcher
 
 
 class PrometheusConfigError(ValueError):
     """The source's configuration cannot produce a safe query (bad label name, bad template)."""
-
 
 
 def promql_string(value: str) -> str:
@@ -48,9 +47,29 @@ def _re2_literal(value: str) -> str:
     return "".join("\\" + ch if ch in _RE2_SPECIAL else ch for ch in value)
 
 
+def re2_alternation(values: Iterable[str]) -> str:
+    """A raw RE2 alternation matching exactly `values` (PromQL anchors it)."""
+    return "|".join(_re2_literal(v) for v in sorted(set(values)))
+
+
 def promql_regex(values: Iterable[str]) -> str:
     """An anchored RE2 alternation matching exactly `values`, escaped for a PromQL string."""
-    return promql_string("|".join(_re2_literal(v) for v in sorted(set(values))))
+    return promql_string(re2_alternation(values))
+
+
+def render_matcher(m: Matcher) -> str:
+    """`label op "value"` with the value escaped (a raw regex keeps its meaning)."""
+    return f'{m.label}{m.op}"{promql_string(m.value)}"'
+
+
+def render_selector(metrics: Iterable[str], matchers: Iterable[Matcher]) -> str:
+    """`name{...}`, or `{__name__=~"a|b", ...}` for a counter with several names."""
+    names = list(metrics)
+    parts = [render_matcher(m) for m in matchers]
+    if len(names) == 1:
+        return f"{names[0]}{{{', '.join(parts)}}}" if parts else names[0]
+    name = render_matcher(Matcher("__name__", "=~", "|".join(names)))
+    return "{" + ", ".join([name, *parts]) + "}"
 
 
 def check_label(name: str, what: str) -> str:
@@ -59,17 +78,6 @@ def check_label(name: str, what: str) -> str:
             f"{what}: {name!r} is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
         )
     return name
-
-
-def matcher(label: str, op: str, value: str) -> str:
-    return f'{label}{op}"{value}"'
-
-
-def matcher_in(label: str, values: Iterable[str]) -> str:
-    vals = sorted(set(values))
-    if len(vals) == 1:
-        return matcher(label, "=", promql_string(vals[0]))
-    return matcher(label, "=~", promql_regex(vals))
 
 
 _PLACEHOLDER = re.compile(

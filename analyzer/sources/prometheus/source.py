@@ -1,23 +1,26 @@
 """The Prometheus metric source: exact per-version counts for a window, on `prometheus-api-client`.
 
-What it owns: the queries of a preset (presets.py) or a custom template for one window, run
-through the coalescer (coalescer.py, one query per metric per tick for every rollout in step)
-and the client (client.py, bounded retries), and their answers turned into `Samples` with
-exact integer counts per version (see "Exact counts" below; exact.py), or `no-data` naming the
-failed query. PromQL text is built from escaped values only (promql.py).
+What it owns: the queries of a preset (names in presets.py, selectors and the way back to a
+version in selection.py) or a custom template for one window, run through the coalescer
+(coalescer.py, one query per metric per tick for every rollout in step) and the client
+(client.py, bounded retries), and their answers turned into `Samples` with exact integer
+counts per version (see "Exact counts" below; exact.py), or `no-data` naming the failed query
+and, for a version without series, why (diagnose.py). PromQL text is built from escaped values
+only (promql.py).
 
 Exact counts. `increase()` extrapolates to the window edges and returns fractions, so it is not
 used. For each metric, one instant query at t1 returns, per group (namespace, service, version
 [, le]): the sum at t1, the sum at t0 (`offset`), the number of counter resets around the
 window, and how many series vanished or appeared in it. With no reset and no series churn the
 count is sum(t1) - sum(t0), exact. Otherwise a second query fetches the raw samples of that
-metric (`metric{...}[window + 15m]`) and the count is computed per series: increments between
-consecutive samples, and after a reset the post-reset value (the counter restarted from 0);
-a series with no sample in the 5 minutes before t0 counts from 0 (a new pod, a first error
-code). Limits: requests between a series' last scrape and its disappearance are invisible to
-any Prometheus reader; a counter that resets and climbs past its old value between two scrapes
-hides the reset. Evaluation times are truncated to the whole second (so consecutive windows
-still tile and ticks in the same second can share queries).
+metric (`metric{...}[window + 15m]`; one per alternative of an error selector) and the count
+is computed per series: increments between consecutive samples, and after a reset the
+post-reset value (the counter restarted from 0); a series with no sample in the 5 minutes
+before t0 counts from 0 (a new pod, a first error code). Limits: requests between a series'
+last scrape and its disappearance are invisible to any Prometheus reader; a counter that resets
+and climbs past its old value between two scrapes hides the reset. Evaluation times are
+truncated to the whole second (so consecutive windows still tile and ticks in the same second
+can share queries).
 """
 
 
@@ -28,72 +31,44 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import requests
 
 from analyzer.core.types import Histogram, Samples, VersionSample
-from analyzer.policy import (
-    ClassicCheck,
-    LatencyCheck,
-    Policy,
-    PrometheusSource,
-    PromQueries,
-    Target,
-    ThresholdCheck,
-)
+from analyzer.policy import Policy, PrometheusSource, PromQueries, Target
+from analyzer.policy.metrics import uses_latency
 from analyzer.sources.prometheus.client import PrometheusClient, QueryFailed
 from analyzer.sources.prometheus.coalescer import (
     SHARED_COALESCER,
     BatchKey,
-    Member,
     MetricResult,
     QueryCoalescer,
 )
+from analyzer.sources.prometheus.diagnose import explain
 from analyzer.sources.prometheus.exact import (
-    LOOKBACK_MS,
     as_int,
+    counts_from_fast,
     exact_from_raw,
+    fast_query,
     label_text,
     parse_le,
 )
-from analyzer.sources.prometheus.presets import Matcher, Preset, get_preset
+from analyzer.sources.prometheus.presets import get_preset
 from analyzer.sources.prometheus.promql import (
     PrometheusConfigError,
     check_label,
-    matcher,
-    matcher_in,
     promql_regex,
     promql_string,
     render_template,
 )
+from analyzer.sources.prometheus.selection import Kind, Layout, Member, Role, plan
 
-Kind = Literal["requests", "errors", "latency"]
 RAW_LOOKBACK_MS = 15 * 60 * 1000  # how far back the raw-sample path looks for a series' baseline
-_PART = "canary_part"  # label marking the parts of the combined query
+ROLES: tuple[Role, Role] = ("stable", "canary")
 
 
 # ---------------------------------------------------------------------- the source
-
-
-def _needs_latency(policy: Policy) -> bool:
-    for c in policy.spec.checks:
-        if isinstance(c, LatencyCheck):
-            return True
-        if isinstance(c, ThresholdCheck | ClassicCheck) and c.metric == "latency":
-            return True
-    return False
-
-
-def _service_value(target: Target, preset: Preset, router: Any) -> str:
-    provider = getattr(router, "provider", None)
-    if preset.name == "nginx-ingress" and provider == "nginx-ingress":
-        return str(router.ingress)
-    if preset.name == "knative" and provider == "knative":
-        return str(router.knativeService)
-    if preset.name == "seldon" and provider == "seldon":
-        return str(router.seldonDeployment)
-    return target.service
 
 
 class PrometheusMetricSource:
@@ -102,7 +77,9 @@ class PrometheusMetricSource:
     `fetch(t0, t1)` runs one query per metric (requests, errors, and latency when `latency`)
     for both versions and returns exact integer counts for (t0, t1]. It never raises for data
     problems: Prometheus down, timeouts, 5xx, PromQL errors, NaN or a version without series give
-    `Samples` with `no_data_reason` naming the query; the other version's data is kept.
+    `Samples` with `no_data_reason` naming the query (and, for a version without series, which
+    matcher found none and the values that label has: diagnose.py); the other version's data is
+    kept.
     """
 
     def __init__(
@@ -118,7 +95,9 @@ class PrometheusMetricSource:
     ) -> None:
         """From a whole policy (`PrometheusMetricSource(policy)`: latency only when a check needs
         it, the process-wide `SHARED_COALESCER`), or from `spec.metrics` + `spec.target` (+ the
-        router, whose Ingress / Knative Service / SeldonDeployment name selects the service)."""
+        router, whose Ingress / Knative Service / SeldonDeployment / Gateway API Services select
+        the series)."""
+        strategy: str | None = None
         if isinstance(policy_or_spec, Policy):
             policy = policy_or_spec
             spec = policy.spec.metrics
@@ -128,7 +107,9 @@ class PrometheusMetricSource:
                 )
             target = policy.spec.target if target is None else target
             router = policy.spec.router if router is None else router
-            latency = _needs_latency(policy) if latency is None else latency
+            strategy = policy.spec.strategy.type
+            if latency is None:
+                latency = any(uses_latency(c) for c in policy.spec.checks)
             coalescer = SHARED_COALESCER if coalescer is None else coalescer
         else:
             spec = policy_or_spec
@@ -137,52 +118,28 @@ class PrometheusMetricSource:
             latency = True if latency is None else latency
         self.spec = spec
         self.target = target
-        self.latency = latency
         self._sleep = sleep
         self._session = session
         self.custom: PromQueries | None = spec.queries if spec.preset == "custom" else None
         for k in spec.labels:
             check_label(k, "spec.metrics.labels")
         if self.custom is not None:
-            self.preset: Preset | None = None
             self.version_label = check_label(target.versionLabel or "version", "versionLabel")
-            self.version_mode = "value"
             self.latency = latency and self.custom.latency is not None
             self._coalescer = QueryCoalescer()
             self._client = PrometheusClient(spec.address, spec.headers,
                                             spec.timeout.total_seconds(), spec.retries, session,
                                             sleep)
             return
-        preset = get_preset(spec.preset)
-        self.preset = preset
-        self.version_label = check_label(
-            target.versionLabel or preset.version_label, "versionLabel"
-        )
-        self.version_mode = (
-            preset.version_mode if self.version_label == preset.version_label else "value"
-        )
-        ns_label = preset.namespace_label
-        if spec.namespaceLabel is not None:
-            ns_label = spec.namespaceLabel or None
-        self.namespace_label = ns_label
-        self.latency = latency and preset.latency_metric is not None
-        self.member = Member(
-            namespace=target.namespace if ns_label else None,
-            service=_service_value(target, preset, router) if preset.service_label else None,
-            stable=target.stable,
-            canary=target.canary,
-        )
+        self.layout, self.member = plan(spec, target, router, strategy)
+        self.version_label = self.layout.version_label
+        self.latency = latency and self.layout.latency_metric is not None
         self.batch_key = BatchKey(
             address=spec.address.rstrip("/"),
             headers=tuple(sorted(spec.headers.items())),
             timeout=spec.timeout.total_seconds(),
             retries=spec.retries,
-            preset=preset.name,
-            version_label=self.version_label,
-            version_mode=self.version_mode,
-            namespace_label=ns_label,
-            service_label=preset.service_label,
-            extra=tuple(sorted(spec.labels.items())),
+            layout=self.layout,
         )
         self._coalescer = coalescer if coalescer is not None else QueryCoalescer()
         token = self._coalescer.register(self.batch_key, self.member)
@@ -233,44 +190,30 @@ class PrometheusMetricSource:
         return self._assemble(t0, t1, canary_weight, results, queries)
 
     # ------------------------------------------------------------------ assembling
-    def _version_of(self, value: str) -> str | None:
-        if self.version_mode == "canary-flag":
-            return "canary" if value else "stable"
-        if value == self.target.stable:
-            return "stable"
-        if value == self.target.canary:
-            return "canary"
-        return None
-
-    def _mine(self, key: tuple[str, ...]) -> str | None:
+    def _role(self, key: tuple[str, ...]) -> Role | None:
         """'stable' / 'canary' when a group key belongs to this rollout, else None."""
-        i = 0
         if self.custom is None:
-            if self.namespace_label:
-                if key[i] != self.member.namespace:
-                    return None
-                i += 1
-            if self.preset is not None and self.preset.service_label:
-                if key[i] != self.member.service:
-                    return None
-                i += 1
-        return self._version_of(key[i])
+            return self.layout.role(key, self.member)
+        if key[0] == self.target.stable:
+            return "stable"
+        return "canary" if key[0] == self.target.canary else None
 
     def _per_version(self, result: MetricResult) -> dict[str, int]:
         out: dict[str, int] = {}
         for key, n in (result.counts or {}).items():
-            role = self._mine(key)
+            role = self._role(key)
             if role is not None:
                 out[role] = out.get(role, 0) + n
         return out
 
     def _histograms(self, result: MetricResult) -> tuple[dict[str, Histogram], str | None]:
-        scale = self.preset.latency_scale if self.preset else (
-            0.001 if self.custom and self.custom.latencyUnit == "ms" else 1.0
-        )
+        if self.custom is not None:
+            scale = 0.001 if self.custom.latencyUnit == "ms" else 1.0
+        else:
+            scale = self.layout.latency_scale
         buckets: dict[str, dict[float, int]] = {}
         for key, n in (result.counts or {}).items():
-            role = self._mine(key[:-1])
+            role = self._role(key[:-1])
             if role is None:
                 continue
             le = parse_le(key[-1])
@@ -298,131 +241,99 @@ class PrometheusMetricSource:
         err = self._per_version(results["errors"])
         hists: dict[str, Histogram] = {}
         problems: list[str] = []
+        bad_histogram: str | None = None
         if "latency" in results:
-            hists, why = self._histograms(results["latency"])
-            if why:
-                problems.append(why)
-        versions: dict[str, VersionSample | None] = {}
-        for role in ("stable", "canary"):
-            name = self._display(role)
-            if role not in req:
-                versions[role] = None
-                problems.append(f"no series for the {role} version ({name}) in query: "
-                                f"{results['requests'].queries[0]}")
+            hists, bad_histogram = self._histograms(results["latency"])
+            if bad_histogram:
+                problems.append(bad_histogram)
+        window = (math.floor(t0.timestamp()), math.floor(t1.timestamp()))
+        missing = [role for role in ROLES if role not in req]
+        if missing:
+            problems.append(self._no_series("requests", missing, results["requests"], window))
+        versions: dict[str, VersionSample | None] = {"stable": None, "canary": None}
+        no_latency: list[Role] = []
+        for role in ROLES:
+            if role in missing:
                 continue
             # No error series while request series exist means no error was ever counted.
             e = err.get(role, 0)
             if e > req[role]:
-                versions[role] = None
-                problems.append(f"{role} version ({name}) has {e} errors but {req[role]} requests")
+                problems.append(f"{role} version ({self._display(role)}) has {e} errors but "
+                                f"{req[role]} requests")
                 continue
             lat = hists.get(role)
             if "latency" in results and lat is None:
-                problems.append(
-                    f"no latency series for the {role} version ({name}) in query: "
-                    f"{results['latency'].queries[0]}"
-                )
+                no_latency.append(role)
             versions[role] = VersionSample(req[role], e, lat)
+        if no_latency and bad_histogram is None:
+            problems.append(self._no_series("latency", no_latency, results["latency"], window))
         return Samples(
             t0, t1, versions["stable"], versions["canary"], weight,
             "; ".join(problems) or None, queries,
         )
 
-    def _display(self, role: str) -> str:
-        if self.version_mode == "canary-flag":
-            return f'{self.version_label}="" (stable backend)' if role == "stable" else (
-                f'{self.version_label}!="" (canary backend)')
-        value = self.target.stable if role == "stable" else self.target.canary
-        return f"{self.version_label}={value!r}"
+    def _no_series(
+        self, kind: Kind, roles: list[Role], result: MetricResult, window: tuple[int, int]
+    ) -> str:
+        """'no series for the canary version (...): <why>; query: ...' (why: diagnose.py)."""
+        what = "no latency series" if kind == "latency" else "no series"
+        if len(roles) == 1:
+            head = f"{what} for the {roles[0]} version ({self._display(roles[0])})"
+        else:
+            head = (f"{what} for either version (stable {self._display('stable')}, canary "
+                    f"{self._display('canary')})")
+        query = result.queries[0] if result.queries else ""
+        if self.custom is not None:
+            return f"{head} in query: {query}"
+        preset = get_preset(self.layout.preset)
+        why = explain(
+            self.layout.metrics(kind),
+            self.layout.conditions(self.member, roles[0] if len(roles) == 1 else None),
+            [h for h in preset.hints if h.kind == kind],
+            self.target.namespace,
+            lambda label, match: self._client.label_values(label, match, *window),
+        )
+        return f"{head}: {why}; query: {query}"
+
+    def _display(self, role: Role) -> str:
+        if self.custom is not None:
+            value = self.target.stable if role == "stable" else self.target.canary
+            return f"{self.version_label}={value!r}"
+        return self.layout.shown(self.member, role)
 
     # ------------------------------------------------------------------ preset queries
-    def _selector(self, kind: Kind, members: frozenset[Member]) -> tuple[str, tuple[str, ...]]:
-        preset = self.preset
-        assert preset is not None
-        parts = [matcher(m.label, m.op, m.value) for m in preset.fixed]
-        parts += [matcher(k, "=", promql_string(v)) for k, v in self.batch_key.extra]
-        group: list[str] = []
-        if self.namespace_label:
-            parts.append(matcher_in(self.namespace_label, (m.namespace or "" for m in members)))
-            group.append(self.namespace_label)
-        if preset.service_label:
-            parts.append(matcher_in(preset.service_label, (m.service or "" for m in members)))
-            group.append(preset.service_label)
-        if self.version_mode == "value":
-            versions = (v for m in members for v in (m.stable, m.canary))
-            parts.append(matcher_in(self.version_label, versions))
-        group.append(self.version_label)
-        if kind == "errors":
-            em: Matcher = preset.error_matcher
-            parts.append(matcher(em.label, em.op, em.value))
-        metric = preset.latency_metric if kind == "latency" else preset.requests_metric
-        assert metric is not None
-        if kind == "latency":
-            group.append("le")
-        return f"{metric}{{{', '.join(parts)}}}", tuple(group)
-
     def _run_preset(
         self, kind: Kind, members: frozenset[Member], t0s: int, t1s: int
     ) -> MetricResult:
-        sel, group = self._selector(kind, members)
+        layout: Layout = self.layout
+        selectors = layout.selectors(kind, members)
+        group = (*layout.group, "le") if kind == "latency" else layout.group
         w = (t1s - t0s) * 1000
-        by = f"by ({', '.join(group)})"
-
-        def part(name: str, expr: str) -> str:
-            return f'label_replace({expr}, "{_PART}", "{name}", "", "")'
-
-        fast = " or ".join([
-            part("t1", f"sum {by} ({sel})"),
-            part("t0", f"sum {by} ({sel} offset {w}ms)"),
-            part("resets", f"sum {by} (resets({sel}[{w + LOOKBACK_MS}ms]))"),
-            part("gone", f"count {by} ((({sel} offset {w}ms) or last_over_time({sel}[{w}ms])) "
-                         f"unless {sel})"),
-            part("new", f"count {by} ({sel} unless ({sel} offset {w}ms))"),
-        ])
+        fast = fast_query(selectors, group, w)
         try:
             rows = self._client.query(fast, t1s)
         except QueryFailed as e:
             return MetricResult(None, (fast,), f"{e.reason}; query: {fast}")
-        parts: dict[str, dict[tuple[str, ...], float]] = {}
-        for row in rows:
-            labels = dict(row.get("metric", {}))
-            name = labels.pop(_PART, "")
-            key = tuple(labels.get(g, "") for g in group)
-            parts.setdefault(name, {})[key] = float(row["value"][1])
-        at0, at1 = parts.get("t0", {}), parts.get("t1", {})
-        for side in (at0, at1):
-            for key, v in side.items():
-                if math.isnan(v) or math.isinf(v):
-                    return MetricResult(
-                        None, (fast,), f"value {v} for {label_text(group, key)}; query: {fast}"
-                    )
-        churn = any(v > 0 for p in ("resets", "gone", "new") for v in parts.get(p, {}).values())
-        counts: dict[tuple[str, ...], int] = {}
-        if not churn:
-            for key in set(at0) | set(at1):
-                if key not in at1:
-                    churn = True  # vanished group: only the raw samples can say what it did
-                    break
-                delta = at1[key] - at0.get(key, 0.0)
-                if delta < 0:
-                    churn = True
-                    break
-                n = as_int(delta)
-                if n is None:
-                    return MetricResult(None, (fast,), f"counter delta {delta} is not an integer "
-                                         f"(is this a counter of requests?); query: {fast}")
-                counts[key] = n
-        if not churn:
-            return MetricResult(counts, (fast,))
-        raw = f"{sel}[{w + RAW_LOOKBACK_MS}ms]"
-        try:
-            series = self._client.query(raw, t1s)
-        except QueryFailed as e:
-            return MetricResult(None, (fast, raw), f"{e.reason}; query: {raw}")
-        counts, why = exact_from_raw(series, group, t0s, t1s)
+        counts, why = counts_from_fast(rows, group)
         if why:
-            return MetricResult(None, (fast, raw), f"{why}; query: {raw}")
-        return MetricResult(counts, (fast, raw))
+            return MetricResult(None, (fast,), f"{why}; query: {fast}")
+        if counts is not None:
+            return MetricResult(counts, (fast,))
+        # Resets or series churn: count from the raw samples, one query per alternative, each
+        # series once.
+        raws = tuple(f"{sel}[{w + RAW_LOOKBACK_MS}ms]" for sel in selectors)
+        series: dict[frozenset[tuple[str, str]], Mapping[str, Any]] = {}
+        for raw in raws:
+            try:
+                answer = self._client.query(raw, t1s)
+            except QueryFailed as e:
+                return MetricResult(None, (fast, *raws), f"{e.reason}; query: {raw}")
+            for s in answer:
+                series.setdefault(frozenset(s.get("metric", {}).items()), s)
+        counts, why = exact_from_raw(list(series.values()), group, t0s, t1s)
+        if why:
+            return MetricResult(None, (fast, *raws), f"{why}; query: {' or '.join(raws)}")
+        return MetricResult(counts, (fast, *raws))
 
     # ------------------------------------------------------------------ custom templates
     def _template_values(self) -> dict[str, str]:
