@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from analyzer.daemon.api import ApiServer
 from analyzer.daemon.engine import Engine
-from analyzer.daemon.server import ApiServer
 
 from .conftest import T0, make_policy
 

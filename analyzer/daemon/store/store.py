@@ -265,6 +265,25 @@ class Store:
             raise NotFound(f"no rollout named {name!r} (canary status lists them)")
         return rollout_from_row(row)
 
+    def run(self, name: str, generation: int) -> RolloutRecord:
+        """Run number `generation` of the policy `name` (past runs stay readable)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(rollouts).where(rollouts.c.name == name,
+                                       rollouts.c.generation == generation)
+            ).first()
+        if row is None:
+            raise NotFound(f"rollout {name!r} has no run #{generation} (GET /rollouts/{name} "
+                           "lists its runs)")
+        return rollout_from_row(row)
+
+    def generations(self, name: str) -> list[int]:
+        """The run numbers of the policy `name`, newest first."""
+        with self._tx() as conn:
+            rows = conn.execute(select(rollouts.c.generation).where(rollouts.c.name == name)
+                                .order_by(rollouts.c.generation.desc())).all()
+        return [int(r[0]) for r in rows]
+
     def list_rollouts(self, *, active_only: bool = False,
                       all_generations: bool = False) -> list[RolloutRecord]:
         with self._tx() as conn:
