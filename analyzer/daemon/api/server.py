@@ -46,6 +46,13 @@ class HeadTimeoutProtocol(H11Protocol):
 
     head_timeout: float = 10.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn writes its access log (request line with the query string) whenever the
+        # "uvicorn.access" logger has a handler, its own or an ancestor's, whatever
+        # Config(access_log=False) set up: never here.
+        self.access_log = False
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
