@@ -86,11 +86,11 @@ def run(
 ) -> None:
     """The daemon: tick every active rollout at its interval, serve the API and the dashboard
     (http://HOST:PORT/), until SIGTERM."""
+    from analyzer.daemon.api import ApiServer, LinkError, LinkTemplate
     from analyzer.daemon.engine import Engine
     from analyzer.daemon.metrics import EngineMetrics
     from analyzer.daemon.notify import Notifier
     from analyzer.daemon.scheduler import Scheduler
-    from analyzer.daemon.api import ApiServer, LinkError, LinkTemplate
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
