@@ -36,6 +36,13 @@ class Traffic(Model):
     mirror_percent: float | None = None
 
 
+class LastDecisionOut(Model):
+    tick: int
+    at: str | None
+    decision: str
+    reason: str
+
+
 class Rollout(Model):
     """One run of a policy, as the rollouts table shows it."""
 
@@ -52,7 +59,9 @@ class Rollout(Model):
                                          "pauses ('pause', 'pause 10m')")
     weight: int
     traffic: Traffic
-    reason: str = Field(description="the last decision's sentence")
+    reason: str = Field(description="why the rollout is where it is (its last transition)")
+    last_decision: LastDecisionOut | None = Field(description="the judge's latest decision "
+                                                              "and its sentence")
     rollback_pending: bool
     pause_until: str | None
     tick_seq: int

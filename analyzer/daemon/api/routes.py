@@ -31,7 +31,7 @@ from analyzer.daemon.api.models import (
     TickList,
 )
 from analyzer.daemon.series import rollout_series
-from analyzer.daemon.store import RolloutRecord, Store
+from analyzer.daemon.store import LastDecision, RolloutRecord, Store
 from analyzer.policy import Policy
 from analyzer.util.redaction import redact_policy
 from analyzer.util.times import iso
@@ -82,12 +82,23 @@ def steps_of(policy: dict[str, Any]) -> list[str]:
     return out
 
 
-def summary(rec: RolloutRecord) -> dict[str, Any]:
+def summary(rec: RolloutRecord, last: LastDecision | None) -> dict[str, Any]:
     target = (rec.policy.get("spec") or {}).get("target") or {}
     out = rec.to_json()
     out.update(namespace=str(target.get("namespace") or "default"),
-               service=str(target.get("service") or ""), steps=steps_of(rec.policy))
+               service=str(target.get("service") or ""), steps=steps_of(rec.policy),
+               last_decision=last.to_json() if last else None)
     return out
+
+
+def summaries(store: Store, recs: list[RolloutRecord]) -> list[dict[str, Any]]:
+    """The rows of the rollouts table (two queries whatever the number of rollouts)."""
+    last = store.last_decisions([r.id for r in recs])
+    return [summary(r, last.get(r.id)) for r in recs]
+
+
+def _list(store: Store, all_runs: bool) -> list[dict[str, Any]]:
+    return summaries(store, store.list_rollouts(all_generations=all_runs))
 
 
 def _run(store: Store, name: str, generation: int | None) -> RolloutRecord:
@@ -98,13 +109,12 @@ def _run(store: Store, name: str, generation: int | None) -> RolloutRecord:
               summary="Every policy's newest run (with all_runs: every run)")
 async def list_rollouts(ctx: Ctx, all_runs: Annotated[bool, Query(
         description="also the past runs of each policy")] = False) -> dict[str, Any]:
-    recs = await ctx.call(ctx.store.list_rollouts, all_generations=all_runs)
-    return {"rollouts": [summary(r) for r in recs]}
+    return {"rollouts": await ctx.call(_list, ctx.store, all_runs)}
 
 
 def _detail(store: Store, name: str, generation: int | None, ctx: ApiContext) -> dict[str, Any]:
     rec = _run(store, name, generation)
-    out = summary(rec)
+    out = summary(rec, store.last_decisions([rec.id]).get(rec.id))
     out["pending_commands"] = [
         {"id": c.id, "command": str(c.command), "actor": c.actor,
          "requested_at": iso(c.requested_at)} for c in store.pending_commands(rec.id)]

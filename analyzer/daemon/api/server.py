@@ -120,6 +120,8 @@ class ApiServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, port), family=family, backlog=256)
         self._sock.setblocking(False)
+        host, port = self._sock.getsockname()[:2]
+        self._address = (str(host), int(port))
         config = uvicorn.Config(
             self.app, http=_protocol(self.limits.head_timeout), lifespan="on",
             access_log=False, log_config=None, server_header=False,
@@ -131,8 +133,7 @@ class ApiServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._sock.getsockname()[:2]
-        return str(host), int(port)
+        return self._address
 
     @property
     def url(self) -> str:

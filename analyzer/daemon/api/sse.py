@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from analyzer.daemon.api.context import ApiContext
 from analyzer.daemon.api.errors import error_body
-from analyzer.daemon.api.routes import summary
+from analyzer.daemon.api.routes import summaries
 from analyzer.daemon.store import StoreError
 
 log = logging.getLogger("analyzer.daemon.api")
@@ -98,10 +98,10 @@ class ChangeFeed:
                 failing = False
                 signature = [(r.id, r.tick_seq, str(r.phase), r.updated_at) for r in recs]
                 if signature != self._signature:
+                    rows = await self.ctx.call(summaries, self.ctx.store, recs)
                     self._signature = signature
                     self._seq += 1
-                    self._publish(_event("rollouts", {"rollouts": [summary(r) for r in recs]},
-                                         self._seq))
+                    self._publish(_event("rollouts", {"rollouts": rows}, self._seq))
             except StoreError as e:
                 if not failing:  # once per outage, not every poll
                     log.warning("live updates: %s", e)

@@ -101,7 +101,7 @@
       h("td", {}, r.namespace), h("td", {}, badge(r.phase)), h("td", { class: "num" }, stepText(r)),
       h("td", { class: "num weight", "data-weight": r.weight }, bar(r.weight), `${r.weight}%`),
       h("td", {}, r.canary_version), h("td", {}, r.stable_version),
-      h("td", { class: "num", title: r.created_at }, age(r.created_at)), h("td", { class: "reason" }, r.reason))));
+      h("td", { class: "num", title: r.created_at }, age(r.created_at)), h("td", { class: "reason" }, r.last_decision ? r.last_decision.reason : r.reason))));
     view.replaceChildren(...[
       h("div", { class: "toolbar" }, h("h1", {}, "Rollouts"), h("label", {}, "Phase ", filter),
         h("label", {}, past, " past runs"), h("span", { class: "muted" }, `${rows.length} shown`)),
