@@ -123,50 +123,54 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     dashboard.start()
     console.print(f"[bold]dashboard[/]: {dashboard.url}/  (live while the demo runs; API token "
                   f"for its buttons: {token})", soft_wrap=True)
-    workdir = Path(tempfile.mkdtemp(prefix="canary-demo-"))
-    stack: LocalStack | None = None
-    load: LoadGenerator | None = None
-    interrupted = False
-    results: list[RolloutResult] = []
     try:
-        with _sigterm_unwinds():
-            try:
-                if mode == "real":
-                    console.print(f"[bold]canary demo[/]: starting 4 sample-service processes, "
-                                  f"2 nginx and Prometheus on loopback (work dir {workdir}) ...",
-                                  soft_wrap=True)
-                    stack = LocalStack(workdir, list(zip(policies, ROLLOUTS, strict=True)))
-                    stack.start()
-                    policies = stack.policies
-                    label = stack.describe()
-                    console.print(label, soft_wrap=True)
-                    load = LoadGenerator(
-                        {p.policy.spec.target.service: p.nginx.url for p in stack.parts},
-                        rps=opts.rps, duration=opts.limit + 60).start()
-                else:
-                    console.print(f"[bold yellow]SIMULATED[/] demo: {why}. The same two "
-                                  "policies run on the `simulate` source (the sample service's "
-                                  "error rates and latencies) and the `dry-run` router: no "
-                                  "traffic moves.", soft_wrap=True)
-                    policies = [simulated_policy(p, r, opts.rps, seed=11 + i)
-                                for i, (p, r) in enumerate(zip(policies, ROLLOUTS, strict=True))]
-                    label = "SIMULATED: simulate source + dry-run router (no nginx, no Prometheus)"
-                results = _drive(opts, console, Engine(store, metrics=metrics), policies,
-                                 mode, label, stack)
-            except (KeyboardInterrupt, _Terminate):
-                interrupted = True
-                console.print("[yellow]interrupted: stopping everything the demo started[/]")
+        workdir = Path(tempfile.mkdtemp(prefix="canary-demo-"))
+        stack: LocalStack | None = None
+        load: LoadGenerator | None = None
+        interrupted = False
+        results: list[RolloutResult] = []
+        try:
+            with _sigterm_unwinds():
+                try:
+                    if mode == "real":
+                        console.print(f"[bold]canary demo[/]: starting 4 sample-service "
+                                      "processes, 2 nginx and Prometheus on loopback (work dir "
+                                      f"{workdir}) ...", soft_wrap=True)
+                        stack = LocalStack(workdir, list(zip(policies, ROLLOUTS, strict=True)))
+                        stack.start()
+                        policies = stack.policies
+                        label = stack.describe()
+                        console.print(label, soft_wrap=True)
+                        load = LoadGenerator(
+                            {p.policy.spec.target.service: p.nginx.url for p in stack.parts},
+                            rps=opts.rps, duration=opts.limit + 60).start()
+                    else:
+                        console.print(f"[bold yellow]SIMULATED[/] demo: {why}. The same two "
+                                      "policies run on the `simulate` source (the sample service's "
+                                      "error rates and latencies) and the `dry-run` router: no "
+                                      "traffic moves.", soft_wrap=True)
+                        pairs = enumerate(zip(policies, ROLLOUTS, strict=True))
+                        policies = [simulated_policy(p, r, opts.rps, seed=11 + i)
+                                    for i, (p, r) in pairs]
+                        label = ("SIMULATED: simulate source + dry-run router (no nginx, no "
+                                 "Prometheus)")
+                    results = _drive(opts, console, Engine(store, metrics=metrics), policies,
+                                     mode, label, stack)
+                except (KeyboardInterrupt, _Terminate):
+                    interrupted = True
+                    console.print("[yellow]interrupted: stopping everything the demo started[/]")
+        finally:
+            with _signals_ignored():  # a second Ctrl-C must not cut the clean-up short
+                if load is not None:
+                    load.stop(timeout=5)
+                if stack is not None:
+                    stack.stop()
+                shutil.rmtree(workdir, ignore_errors=True)
+        stats = load.stats() if load is not None else {}
+        if not interrupted:
+            results = [_with_report(r, store, out_dir) for r in results]
     finally:
-        with _signals_ignored():  # a second Ctrl-C must not cut the clean-up short
-            dashboard.stop()
-            if load is not None:
-                load.stop(timeout=5)
-            if stack is not None:
-                stack.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
-    stats = load.stats() if load is not None else {}
-    if not interrupted:
-        results = [_with_report(r, store, out_dir) for r in results]
+        dashboard.stop()  # after the reports: the page shows how both rollouts ended
     store.dispose()
     return DemoResult(mode, why, tuple(results), time.monotonic() - started, out_dir,
                       f"sqlite:///{db_path}", stats, interrupted, dashboard_url=dashboard.url)

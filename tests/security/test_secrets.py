@@ -91,6 +91,8 @@ def test_daemon_log_never_shows_token_or_password(tmp_path: Path, pg_schema_name
                 urllib.request.urlopen(req, timeout=10).read()
             except urllib.error.HTTPError as e:
                 e.read()
+        # a client that puts the token in the query string: answered, never logged
+        urllib.request.urlopen(f"{base}/rollouts?access_token={TOKEN}", timeout=10).read()
         body = urllib.request.urlopen(f"{base}/rollouts/secret-svc", timeout=10).read().decode()
     finally:
         assert d.stop() == 0

@@ -69,6 +69,7 @@ const Charts = (() => {
     }
     let x0 = Math.min(...xs), x1 = Math.max(...xs);
     if (x1 - x0 < 1000) { x0 -= 1000; x1 += 1000; }
+    x1 += (x1 - x0) * 0.03;  // room after the last tick: a step up at the end stays visible
     const ok = (v) => finite(v) && (!spec.yLog || v > 0);
     const ys = [];
     for (const s of spec.series || []) ys.push(...s.values.filter(ok));
