@@ -23,9 +23,9 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyzer.demo import run as demo  # noqa: E402
-from analyzer.demo.scenario import DemoOptions  # noqa: E402
-from tests.support.requires import CHROMIUM_ARGS  # noqa: E402
+from analyzer.demo import run as demo
+from analyzer.demo.scenario import DemoOptions
+from tests.support.requires import CHROMIUM_ARGS
 
 
 def main() -> int:
