@@ -29,7 +29,7 @@ class Limits:
     """The HTTP layer's bounds (docs/engine.md, "HTTP API: limits")."""
 
     #: connections (and requests in progress) uvicorn accepts; beyond, new requests get 503
-    max_connections: int = 100
+    max_connections: int = 256
     #: database calls running at once (the rest wait, within their deadline)
     db_threads: int = 8
     #: seconds from a request's head to the start of its answer; then 503
