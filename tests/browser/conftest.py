@@ -41,7 +41,7 @@ class LiveEngine:
     clock: dict[str, datetime] = field(default_factory=dict)
 
     def start(self, policy: Policy, ticks: int = 0) -> int:
-        at = EPOCH + INTERVAL * len(self.ids) * 1000
+        at = EPOCH + INTERVAL * len(self.ids) * 1000  # each rollout on its own stretch
         rec = self.store.create_rollout(policy, at)
         self.ids[policy.name], self.clock[policy.name] = rec.id, at
         for _ in range(ticks):

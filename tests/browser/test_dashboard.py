@@ -87,10 +87,6 @@ def test_a_tick_moves_the_weight_on_screen_without_reload(live_engine: LiveEngin
     no_page_errors(page)
 
 
-def _wait_banner_free(page: Any) -> None:
-    expect(page.locator("#action-status")).to_be_visible()
-
-
 def test_promote_needs_the_token_and_acts_once(live_engine: LiveEngine, browser_page: Any,
                                                shots: Path) -> None:
     rid = live_engine.start(healthy("checkout"), ticks=2)  # holding at 20 % (step 1 of 3)

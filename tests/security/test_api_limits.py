@@ -16,7 +16,6 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -44,21 +43,12 @@ def get(server: ApiServer, path: str, headers: dict[str, str] | None = None,
         conn.close()
 
 
-@pytest.fixture
-def served(secret_store: tuple[Store, str]) -> Iterator[ApiServer]:
-    store, _ = secret_store
-    server = ApiServer(store, Engine(store).metrics, token=TOKEN, port=0)
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_slowloris_sockets_are_closed_within_the_head_timeout(served: ApiServer) -> None:
-    bound = served.limits.head_timeout  # the promise (docs/engine.md): 10 s by default
+def test_slowloris_sockets_are_closed_within_the_head_timeout(api: ApiServer) -> None:
+    bound = api.limits.head_timeout  # the promise (docs/engine.md): 10 s by default
     threads_before = threading.active_count()
     socks = []
     for _ in range(SLOW_SOCKETS):
-        s = socket.create_connection(served.address, timeout=5)
+        s = socket.create_connection(api.address, timeout=5)
         s.sendall(b"GET /rollouts HTTP/1.1\r\nHost: x\r\n")
         socks.append(s)
     opened = time.monotonic()
@@ -78,9 +68,9 @@ def test_slowloris_sockets_are_closed_within_the_head_timeout(served: ApiServer)
                 pass
             except OSError:  # reset or broken pipe: closed by the server
                 closed_after[i] = time.monotonic() - opened
-        status, _ = get(served, "/healthz", timeout=5)  # the API answers meanwhile
+        status, _ = get(api, "/healthz", timeout=5)  # the API answers meanwhile
         answered.append(status)
-        assert threading.active_count() <= threads_before + served.limits.db_threads + 2
+        assert threading.active_count() <= threads_before + api.limits.db_threads + 2
         time.sleep(0.5)
     for s in socks:
         s.close()
@@ -88,7 +78,7 @@ def test_slowloris_sockets_are_closed_within_the_head_timeout(served: ApiServer)
     assert max(closed_after.values()) <= bound + 1.5, sorted(closed_after.values())[-5:]
     assert min(closed_after.values()) >= bound - 1.5  # closed by the timeout, not at once
     assert answered and set(answered) == {200}
-    assert get(served, "/rollouts")[0] == 200
+    assert get(api, "/rollouts")[0] == 200
 
 
 def test_slow_database_answers_503_at_the_deadline_and_db_calls_stay_bounded(
@@ -140,7 +130,7 @@ def test_slow_database_answers_503_at_the_deadline_and_db_calls_stay_bounded(
 
 
 def test_a_token_in_the_query_string_never_reaches_the_log(
-        served: ApiServer, caplog: pytest.LogCaptureFixture) -> None:
+        api: ApiServer, caplog: pytest.LogCaptureFixture) -> None:
     secret = "QS-SECRET-9f2e41"
     caplog.set_level(1)  # everything, below DEBUG too (uvicorn's TRACE is 5)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "analyzer"):
@@ -156,10 +146,10 @@ def test_a_token_in_the_query_string_never_reaches_the_log(
         ("DELETE", f"/rollouts?token={secret}", {}),  # 405
         ("GET", f"/?token={secret}", {}),  # the dashboard
     ]
-    statuses = [get(served, path, headers, method)[0] for method, path, headers in requests]
+    statuses = [get(api, path, headers, method)[0] for method, path, headers in requests]
     assert statuses == [200, 400, 200, 401, 202, 404, 405, 200]
     # a request the HTTP parser refuses, with the token in its request line
-    s = socket.create_connection(served.address, timeout=5)
+    s = socket.create_connection(api.address, timeout=5)
     s.sendall(f"GET /rollouts?token={secret} HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n"
               "\r\n".encode())
     answer = s.recv(4096)

@@ -14,7 +14,7 @@
     resume: "continue the paused rollout",
     abort: "roll back: all traffic to the stable version",
   };
-  const state = { rollouts: [], allRuns: false, phase: "", sort: { key: "name", dir: 1 }, page: null, busy: false };
+  const state = { rollouts: [], allRuns: false, phase: "", sort: { key: "name", dir: 1 }, page: null };
 
   // ------------------------------------------------------------------ helpers
   function h(tag, attrs, ...children) {
