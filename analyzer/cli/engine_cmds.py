@@ -1,6 +1,6 @@
 """`canary run|start|status|promote|abort|pause|resume|history`: the engine's commands.
 
-`run` is the daemon (scheduler + HTTP API); the others talk to the same database only
+`run` is the daemon (scheduler + HTTP API and dashboard); the others talk to the same database only
 (`--db`, default `$CANARY_DB` or sqlite:///canary.db): `start` queues a new rollout, the manual
 gates queue a command that the owning daemon applies at its next tick.
 """
@@ -79,13 +79,18 @@ def run(
     kube_events: bool | None = typer.Option(
         None, "--kube-events/--no-kube-events", help="record decisions as Kubernetes Events "
         "on the routed object (default: on when running in a cluster)"),
+    link: list[str] = typer.Option(
+        [], "--link", help="a link out on each rollout's dashboard page, LABEL=URL-TEMPLATE "
+        "with {name} {namespace} {service} {stable} {canary} {generation} {id} (repeatable), "
+        "e.g. 'Grafana=https://grafana.example/d/canary?var-rollout={name}'"),
 ) -> None:
-    """The daemon: tick every active rollout at its interval, serve the API, until SIGTERM."""
+    """The daemon: tick every active rollout at its interval, serve the API and the dashboard
+    (http://HOST:PORT/), until SIGTERM."""
+    from analyzer.daemon.api import ApiServer, LinkError, LinkTemplate
     from analyzer.daemon.engine import Engine
     from analyzer.daemon.metrics import EngineMetrics
     from analyzer.daemon.notify import Notifier
     from analyzer.daemon.scheduler import Scheduler
-    from analyzer.daemon.server import ApiServer
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -99,6 +104,10 @@ def run(
             print_policy_problems(e)
             raise typer.Exit(1) from None
     host, port = _parse_listen(listen)
+    try:
+        links = tuple(LinkTemplate.parse(spec) for spec in link)
+    except LinkError as e:
+        _fail(f"--link {e}", 2)
     token = None
     if api_token_file is not None:
         try:
@@ -126,7 +135,7 @@ def run(
     if not no_api:
         try:
             server = ApiServer(store, metrics, scheduler=scheduler, token=token, host=host,
-                               port=port)
+                               port=port, links=links)
         except OSError as e:
             _fail(f"cannot listen on {listen}: {e.strerror}")
     stop = threading.Event()
@@ -204,7 +213,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Rollouts and where they are (newest run of each policy)."""
-    from analyzer.daemon.server import redact_policy
+    from analyzer.util.redaction import redact_policy
 
     store = _store(db)
     try:

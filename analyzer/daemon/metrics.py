@@ -1,4 +1,4 @@
-"""The engine's own Prometheus metrics (served on /metrics by server.py).
+"""The engine's own Prometheus metrics (served on /metrics by api/routes.py).
 
 One registry per engine process. The names here are the contract the Grafana dashboard in
 deploy/grafana/ is checked against.

@@ -14,6 +14,9 @@ Owns the demo's orchestration:
 - after a stable-only warm-up (the judge's `baselineWindow`), the engine ticks both rollouts
   on the wall clock, in parallel, each through its own nginx; `DemoView` shows the live state
   (rich Live on a terminal, one line per decision otherwise);
+- the engine's dashboard and HTTP API (`analyzer.daemon.api.ApiServer`, the same ASGI app as
+  `canary run`) serve the demo's store on a free loopback port while the demo runs; its URL
+  and a one-off API token (for the dashboard's buttons) are printed first;
 - at the end, one report per rollout (`analyzer.offline.report.write_report`) and a summary.
 
 Without nginx or Prometheus (or with `--fallback-simulate`) the same two policies run on the
@@ -27,6 +30,7 @@ reliably within the time: see docs/demo.md for the numbers and the simulation be
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import signal
 import tempfile
@@ -43,7 +47,9 @@ from rich.live import Live
 from rich.text import Text
 
 from analyzer.core.rollout import Command, Phase
+from analyzer.daemon.api import ApiServer
 from analyzer.daemon.engine import Engine
+from analyzer.daemon.metrics import EngineMetrics
 from analyzer.daemon.store import Store
 from analyzer.demo.loadgen import LoadGenerator
 from analyzer.demo.scenario import (
@@ -111,61 +117,73 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     for suffix in ("", "-wal", "-shm"):  # the demo's own decision log of the previous run
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     store = Store(f"sqlite:///{db_path}")
-    workdir = Path(tempfile.mkdtemp(prefix="canary-demo-"))
-    stack: LocalStack | None = None
-    load: LoadGenerator | None = None
-    interrupted = False
-    results: list[RolloutResult] = []
+    metrics = EngineMetrics()
+    token = secrets.token_urlsafe(12)
+    dashboard = ApiServer(store, metrics, token=token, port=0)
+    dashboard.start()
+    console.print(f"[bold]dashboard[/]: {dashboard.url}/  (live while the demo runs; API token "
+                  f"for its buttons: {token})", soft_wrap=True)
     try:
-        with _sigterm_unwinds():
-            try:
-                if mode == "real":
-                    console.print(f"[bold]canary demo[/]: starting 4 sample-service processes, "
-                                  f"2 nginx and Prometheus on loopback (work dir {workdir}) ...",
-                                  soft_wrap=True)
-                    stack = LocalStack(workdir, list(zip(policies, ROLLOUTS, strict=True)))
-                    stack.start()
-                    policies = stack.policies
-                    label = stack.describe()
-                    console.print(label, soft_wrap=True)
-                    load = LoadGenerator(
-                        {p.policy.spec.target.service: p.nginx.url for p in stack.parts},
-                        rps=opts.rps, duration=opts.limit + 60).start()
-                else:
-                    console.print(f"[bold yellow]SIMULATED[/] demo: {why}. The same two "
-                                  "policies run on the `simulate` source (the sample service's "
-                                  "error rates and latencies) and the `dry-run` router: no "
-                                  "traffic moves.", soft_wrap=True)
-                    policies = [simulated_policy(p, r, opts.rps, seed=11 + i)
-                                for i, (p, r) in enumerate(zip(policies, ROLLOUTS, strict=True))]
-                    label = "SIMULATED: simulate source + dry-run router (no nginx, no Prometheus)"
-                results = _drive(opts, console, store, policies, mode, label, stack)
-            except (KeyboardInterrupt, _Terminate):
-                interrupted = True
-                console.print("[yellow]interrupted: stopping everything the demo started[/]")
+        workdir = Path(tempfile.mkdtemp(prefix="canary-demo-"))
+        stack: LocalStack | None = None
+        load: LoadGenerator | None = None
+        interrupted = False
+        results: list[RolloutResult] = []
+        try:
+            with _sigterm_unwinds():
+                try:
+                    if mode == "real":
+                        console.print(f"[bold]canary demo[/]: starting 4 sample-service "
+                                      "processes, 2 nginx and Prometheus on loopback (work dir "
+                                      f"{workdir}) ...", soft_wrap=True)
+                        stack = LocalStack(workdir, list(zip(policies, ROLLOUTS, strict=True)))
+                        stack.start()
+                        policies = stack.policies
+                        label = stack.describe()
+                        console.print(label, soft_wrap=True)
+                        load = LoadGenerator(
+                            {p.policy.spec.target.service: p.nginx.url for p in stack.parts},
+                            rps=opts.rps, duration=opts.limit + 60).start()
+                    else:
+                        console.print(f"[bold yellow]SIMULATED[/] demo: {why}. The same two "
+                                      "policies run on the `simulate` source (the sample service's "
+                                      "error rates and latencies) and the `dry-run` router: no "
+                                      "traffic moves.", soft_wrap=True)
+                        pairs = enumerate(zip(policies, ROLLOUTS, strict=True))
+                        policies = [simulated_policy(p, r, opts.rps, seed=11 + i)
+                                    for i, (p, r) in pairs]
+                        label = ("SIMULATED: simulate source + dry-run router (no nginx, no "
+                                 "Prometheus)")
+                    results = _drive(opts, console, Engine(store, metrics=metrics), policies,
+                                     mode, label, stack)
+                except (KeyboardInterrupt, _Terminate):
+                    interrupted = True
+                    console.print("[yellow]interrupted: stopping everything the demo started[/]")
+        finally:
+            with _signals_ignored():  # a second Ctrl-C must not cut the clean-up short
+                if load is not None:
+                    load.stop(timeout=5)
+                if stack is not None:
+                    stack.stop()
+                shutil.rmtree(workdir, ignore_errors=True)
+        stats = load.stats() if load is not None else {}
+        if not interrupted:
+            results = [_with_report(r, store, out_dir) for r in results]
     finally:
-        with _signals_ignored():  # a second Ctrl-C must not cut the clean-up short
-            if load is not None:
-                load.stop(timeout=5)
-            if stack is not None:
-                stack.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
-    stats = load.stats() if load is not None else {}
-    if not interrupted:
-        results = [_with_report(r, store, out_dir) for r in results]
+        dashboard.stop()  # after the reports: the page shows how both rollouts ended
     store.dispose()
     return DemoResult(mode, why, tuple(results), time.monotonic() - started, out_dir,
-                      f"sqlite:///{db_path}", stats, interrupted)
+                      f"sqlite:///{db_path}", stats, interrupted, dashboard_url=dashboard.url)
 
 
-def _drive(opts: DemoOptions, console: Console, store: Store, policies: list[Policy],
+def _drive(opts: DemoOptions, console: Console, engine: Engine, policies: list[Policy],
            mode: str, label: str, stack: LocalStack | None) -> list[RolloutResult]:
+    store = engine.store
     real = mode == "real"
     views = [RolloutView(p, r.expected) for p, r in zip(policies, ROLLOUTS, strict=True)]
     wall0 = time.monotonic()
     view = DemoView(views, label, lambda: time.monotonic() - wall0)
     live_wanted = console.is_terminal if opts.live is None else opts.live
-    engine = Engine(store)
     # Simulated mode runs on a simulated clock (the simulate source is seeded by the window,
     # so any clock gives the same data); `speed` only sets how fast the view moves.
     sim_now = datetime.now(UTC).replace(microsecond=0)

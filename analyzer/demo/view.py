@@ -197,6 +197,7 @@ class DemoResult:
     db_url: str
     load: dict[str, TargetStats]
     interrupted: bool = False
+    dashboard_url: str | None = None  # served while the demo ran
 
     @property
     def ok(self) -> bool:

@@ -9,15 +9,14 @@ are marked on every plot. Below the plots: the outcome, events, every tick's dec
 sentence, and the policy used (secrets redacted).
 
 `write_report(store, rollout_id, out_dir)` writes `index.html` and the PNGs into `out_dir`
-(relative links: copy the directory anywhere). `rollout_series` and `rollout_figures` are the
-same plots for notebooks.
+(relative links: copy the directory anywhere). `rollout_series` (daemon/series.py, shared with
+the dashboard) and `rollout_figures` are the same plots for notebooks.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,105 +24,12 @@ from typing import Any
 import yaml
 from matplotlib.figure import Figure
 
-from analyzer.core.types import Histogram
-from analyzer.daemon.store import Store, TickRow
+from analyzer.daemon.series import CheckSeries, RolloutSeries, rollout_series
+from analyzer.daemon.store import Store
 from analyzer.policy import Policy
 from analyzer.util.redaction import redact_policy
 
 DECISION_COLOURS = {"promote": "tab:green", "rollback": "tab:red", "pause": "tab:orange"}
-
-
-def _quantile(hist: dict[str, Any] | None, q: float) -> float | None:
-    """Linear interpolation inside the bucket holding quantile q (an estimate)."""
-    if not hist:
-        return None
-    h = Histogram.from_json(hist)
-    total = h.total
-    if total <= 0:
-        return None
-    rank = q * total
-    prev_le, prev_c = 0.0, 0
-    for le, c in zip(h.le, h.counts, strict=True):
-        if c >= rank:
-            if math.isinf(le):
-                return prev_le
-            width = c - prev_c
-            frac = (rank - prev_c) / width if width else 0.0
-            return prev_le + (le - prev_le) * frac
-        prev_le, prev_c = le, c
-    return None
-
-
-@dataclass
-class CheckSeries:
-    """One check over time: estimate and confidence sequence, evidence and its threshold."""
-
-    name: str
-    kind: str | None = None  # evidence kind: e-value, p-value, failures
-    t: list[datetime] = field(default_factory=list)
-    est: list[float] = field(default_factory=list)
-    lo: list[float] = field(default_factory=list)
-    hi: list[float] = field(default_factory=list)
-    evidence: list[float] = field(default_factory=list)
-    e_ok: list[float] = field(default_factory=list)  # non-inferiority e-value, when reported
-    threshold: float | None = None
-    tolerance_ratio: float | None = None
-
-
-@dataclass
-class RolloutSeries:
-    """A rollout's ticks as plottable series (times are the ends of the analysed windows)."""
-
-    t: list[datetime] = field(default_factory=list)
-    weight: list[int] = field(default_factory=list)
-    err: dict[str, list[float]] = field(default_factory=lambda: {"stable": [], "canary": []})
-    p50: dict[str, list[float]] = field(default_factory=lambda: {"stable": [], "canary": []})
-    p99: dict[str, list[float]] = field(default_factory=lambda: {"stable": [], "canary": []})
-    checks: dict[str, CheckSeries] = field(default_factory=dict)
-    decisions: list[tuple[datetime, str]] = field(default_factory=list)
-
-
-def _num(x: Any) -> float:
-    try:
-        return float(x) if x is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def rollout_series(ticks: list[TickRow]) -> RolloutSeries:
-    """Series for the plots from a rollout's ticks (`store.ticks(rollout_id)`)."""
-    out = RolloutSeries()
-    for tick in ticks:
-        t = tick.t1 or tick.scheduled_at
-        out.t.append(t)
-        out.weight.append(tick.weight_after)
-        samples = tick.samples or {}
-        for version in ("stable", "canary"):
-            v = samples.get(version) or {}
-            req, err = v.get("requests"), v.get("errors")
-            out.err[version].append(100 * err / req if req else math.nan)
-            for q, series in ((0.5, out.p50), (0.99, out.p99)):
-                est = _quantile(v.get("latency"), q)
-                series[version].append(1000 * est if est is not None else math.nan)
-        for verdict in tick.verdicts or []:
-            c = out.checks.setdefault(verdict["name"], CheckSeries(verdict["name"]))
-            ci = verdict.get("ci") or [None, None]
-            details = verdict.get("details") or {}
-            c.kind = verdict.get("evidence_kind") or c.kind
-            c.t.append(t)
-            c.est.append(_num(verdict.get("estimate")))
-            c.lo.append(_num(ci[0]))
-            c.hi.append(_num(ci[1]))
-            c.evidence.append(_num(verdict.get("evidence")))
-            c.e_ok.append(_num(details.get("e_ok", details.get("e_noninferiority"))))
-            if verdict.get("threshold") is not None:
-                c.threshold = _num(verdict["threshold"])
-            if details.get("tolerance_ratio") is not None:
-                c.tolerance_ratio = _num(details["tolerance_ratio"])
-        decision = tick.decision or (tick.command and tick.action)
-        if decision in DECISION_COLOURS:
-            out.decisions.append((t, str(decision)))
-    return out
 
 
 def _mark_decisions(ax: Any, decisions: list[tuple[datetime, str]]) -> None:

@@ -81,3 +81,5 @@ def test_errors_name_the_problem(tmp_path: Path):
     assert r.exit_code == 1 and "only sqlite and postgresql" in r.output
     r = cli("run", "--db", db, "--listen", "nonsense")
     assert r.exit_code == 2 and "HOST:PORT" in r.output
+    r = cli("run", "--db", db, "--link", "Grafana=https://g.example/d/x?r={rollout}")
+    assert r.exit_code == 2 and "unknown placeholder {rollout}" in r.output and "{name}" in r.output

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from analyzer.daemon.engine import run_rollout
-from analyzer.offline.report import _quantile, write_report
+from analyzer.daemon.series import histogram_quantile as _quantile
+from analyzer.offline.report import write_report
 from analyzer.policy import parse_policy
 
 POLICY = """\

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from analyzer.daemon.api import ApiContext, ApiServer, create_app
 from analyzer.daemon.engine import Engine
-from analyzer.daemon.server import ApiServer
+from analyzer.daemon.metrics import EngineMetrics
 from analyzer.daemon.store import Store
 from analyzer.policy import Policy, parse_policy
 from tests.support.clock import EPOCH
@@ -43,6 +45,16 @@ spec:
   notifications:
     - {{type: slack, url: "https://hooks.slack.com/services/T0/B0/{SECRETS[0]}"}}
 """
+
+
+def generated_openapi() -> dict[str, Any]:
+    """The OpenAPI document FastAPI generates from the app's routes and models (the same one
+    the server serves at /openapi.json: test_api_fuzz checks that)."""
+    store = Store("sqlite://")
+    try:
+        return create_app(ApiContext(store=store, metrics=EngineMetrics())).openapi()
+    finally:
+        store.dispose()
 
 
 def secret_policy() -> Policy:

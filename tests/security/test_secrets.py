@@ -16,9 +16,9 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from analyzer.cli.app import app
-from analyzer.daemon import server as server_mod
+from analyzer.daemon.api import ApiServer, check_token
+from analyzer.daemon.api import auth as auth_mod
 from analyzer.daemon.engine import Engine
-from analyzer.daemon.server import ApiServer, check_token
 from analyzer.daemon.store import Store
 from analyzer.policy import parse_policy
 from analyzer.util.redaction import redact_policy
@@ -32,13 +32,13 @@ runner = CliRunner()
 
 def test_token_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[bytes, bytes]] = []
-    real = server_mod.hmac.compare_digest
+    real = auth_mod.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(server_mod.hmac, "compare_digest", spy)
+    monkeypatch.setattr(auth_mod.hmac, "compare_digest", spy)
     assert check_token(f"Bearer {TOKEN}", TOKEN) == 0
     assert check_token(f"Bearer {TOKEN[:-1]}x", TOKEN) == 401
     assert check_token(None, TOKEN) == 401 and check_token("Basic abc", TOKEN) == 401
@@ -54,7 +54,7 @@ def test_server_binds_loopback_by_default(secret_store: tuple[Store, str]) -> No
     try:
         assert server.address[0] == "127.0.0.1"
     finally:
-        server.httpd.server_close()
+        server.close()
     res = runner.invoke(app, ["run", "--help"], terminal_width=200)
     assert "127.0.0.1:8080" in res.output
 
@@ -91,6 +91,8 @@ def test_daemon_log_never_shows_token_or_password(tmp_path: Path, pg_schema_name
                 urllib.request.urlopen(req, timeout=10).read()
             except urllib.error.HTTPError as e:
                 e.read()
+        # a client that puts the token in the query string: answered, never logged
+        urllib.request.urlopen(f"{base}/rollouts?access_token={TOKEN}", timeout=10).read()
         body = urllib.request.urlopen(f"{base}/rollouts/secret-svc", timeout=10).read().decode()
     finally:
         assert d.stop() == 0

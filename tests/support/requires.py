@@ -38,3 +38,23 @@ def postgres() -> str:
         pytest.fail(f"this test needs PostgreSQL at {PG_URL} (CANARY_TEST_DATABASE_URL), which "
                     f"does not answer ({type(e).__name__}): {HOW}", pytrace=False)
     return PG_URL
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium() -> str:
+    """Debian's Chromium (the browser tests drive it; nothing downloads a browser build)."""
+    return binary("chromium")
+
+
+def playwright() -> None:
+    """Playwright for Python (the browser tests' driver); fails the test when absent."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("this test needs Playwright for Python, which is not installed: run `make "
+                    "test` (it installs the package's test extras) or `pip install playwright`; "
+                    "never `playwright install`: the tests use Debian's chromium",
+                    pytrace=False)

@@ -13,6 +13,7 @@ from analyzer.daemon.store.errors import (
 from analyzer.daemon.store.records import (
     CommandRecord,
     EventRow,
+    LastDecision,
     RolloutRecord,
     TickRecord,
     TickRow,
@@ -23,7 +24,7 @@ from analyzer.daemon.store.tables import SCHEMA_VERSION
 from analyzer.daemon.store.urls import DEFAULT_DB, redact_url
 
 __all__ = [
-    "DEFAULT_DB", "SCHEMA_VERSION", "CommandRecord", "EventRow", "InvalidCommand", "NotFound",
-    "RolloutExists", "RolloutRecord", "Store", "StoreError", "StoreUnavailable", "TickConflict",
-    "TickRecord", "TickRow", "WeightChange", "lock_key", "redact_url",
+    "DEFAULT_DB", "SCHEMA_VERSION", "CommandRecord", "EventRow", "InvalidCommand", "LastDecision",
+    "NotFound", "RolloutExists", "RolloutRecord", "Store", "StoreError", "StoreUnavailable",
+    "TickConflict", "TickRecord", "TickRow", "WeightChange", "lock_key", "redact_url",
 ]

@@ -167,6 +167,21 @@ class WeightChange:
 
 
 @dataclass(frozen=True)
+class LastDecision:
+    """A rollout's latest tick that asked the judge: its decision and sentence."""
+
+    rollout_id: int
+    seq: int
+    at: datetime
+    decision: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tick": self.seq, "at": iso(self.at), "decision": self.decision,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class EventRow:
     tick_seq: int | None
     at: datetime

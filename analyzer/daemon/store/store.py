@@ -50,6 +50,7 @@ from analyzer.daemon.store.errors import (
 from analyzer.daemon.store.records import (
     CommandRecord,
     EventRow,
+    LastDecision,
     RolloutRecord,
     TickRecord,
     TickRow,
@@ -265,6 +266,25 @@ class Store:
             raise NotFound(f"no rollout named {name!r} (canary status lists them)")
         return rollout_from_row(row)
 
+    def run(self, name: str, generation: int) -> RolloutRecord:
+        """Run number `generation` of the policy `name` (past runs stay readable)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(rollouts).where(rollouts.c.name == name,
+                                       rollouts.c.generation == generation)
+            ).first()
+        if row is None:
+            raise NotFound(f"rollout {name!r} has no run #{generation} (GET /rollouts/{name} "
+                           "lists its runs)")
+        return rollout_from_row(row)
+
+    def generations(self, name: str) -> list[int]:
+        """The run numbers of the policy `name`, newest first."""
+        with self._tx() as conn:
+            rows = conn.execute(select(rollouts.c.generation).where(rollouts.c.name == name)
+                                .order_by(rollouts.c.generation.desc())).all()
+        return [int(r[0]) for r in rows]
+
     def list_rollouts(self, *, active_only: bool = False,
                       all_generations: bool = False) -> list[RolloutRecord]:
         with self._tx() as conn:
@@ -353,6 +373,22 @@ class Store:
                 q = q.limit(limit)
             rows = conn.execute(q).all()
         return [tick_from_row(r) for r in rows]
+
+    def last_decisions(self, rollout_ids: list[int]) -> dict[int, LastDecision]:
+        """Per rollout, its latest tick with a judge's decision (one query for all)."""
+        if not rollout_ids:
+            return {}
+        newest = (select(ticks.c.rollout_id, func.max(ticks.c.seq).label("seq"))
+                  .where(ticks.c.rollout_id.in_(rollout_ids), ticks.c.decision.is_not(None))
+                  .group_by(ticks.c.rollout_id).subquery())
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(ticks.c.rollout_id, ticks.c.seq, ticks.c.scheduled_at, ticks.c.decision,
+                       ticks.c.reason)
+                .join(newest, (ticks.c.rollout_id == newest.c.rollout_id)
+                      & (ticks.c.seq == newest.c.seq))).all()
+        return {r.rollout_id: LastDecision(r.rollout_id, r.seq, as_utc(r.scheduled_at),  # type: ignore[arg-type]
+                                           r.decision, r.reason) for r in rows}
 
     def weight_changes(self, rollout_id: int) -> list[WeightChange]:
         with self._tx() as conn:
