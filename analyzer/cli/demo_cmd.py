@@ -9,11 +9,7 @@ from rich.console import Console
 
 from analyzer.cli.app import app
 from analyzer.cli.common import print_policy_problems
-from analyzer.daemon.store import StoreError
-from analyzer.demo.run import run_demo
 from analyzer.demo.scenario import REPO_POLICIES, DemoOptions
-from analyzer.demo.stack import DemoError
-from analyzer.demo.view import summary_table
 from analyzer.policy import PolicyError
 
 
@@ -44,6 +40,11 @@ def demo(
     with a live view. Reports go to OUT/<rollout>/. Without nginx or Prometheus it runs the
     same policies on simulated traffic, and says so.
     """
+    from analyzer.daemon.store import StoreError
+    from analyzer.demo.run import run_demo
+    from analyzer.demo.stack import DemoError
+    from analyzer.demo.view import summary_table
+
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     opts = DemoOptions(short=short, out_dir=out, fallback_simulate=fallback_simulate, rps=rps,

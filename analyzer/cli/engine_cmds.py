@@ -16,17 +16,19 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from analyzer.cli.app import app
 from analyzer.cli.common import load_policy_or_exit, print_policy_problems
-from analyzer.core.rollout import Command
-from analyzer.daemon.store import DEFAULT_DB, NotFound, Store, StoreError, TickRow
 from analyzer.policy import PolicyError, load_policies
+
+if TYPE_CHECKING:  # for annotations only: the commands import what they use when run
+    from analyzer.core.rollout import Command
+    from analyzer.daemon.store import Store, TickRow
+
 
 DB_HELP = "database URL: sqlite:///file.db or postgresql://user@host/db (env CANARY_DB)"
 
@@ -40,13 +42,17 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _store(db: str | None) -> Store:
+    from analyzer.daemon.store import Store, StoreError
+
     try:
-        return Store(db or os.environ.get("CANARY_DB") or DEFAULT_DB)
+        return Store(db)
     except StoreError as e:
         _fail(str(e))
 
 
 def _db_option() -> Any:
+    from analyzer.daemon.store import DEFAULT_DB
+
     return typer.Option(None, "--db", help=DB_HELP, show_default=DEFAULT_DB)
 
 
@@ -188,6 +194,8 @@ def start(
     Starting the version that is already rolling out is a no-op (pipelines retry); another
     version while one is active is an error: abort the active one first.
     """
+    from analyzer.daemon.store import StoreError
+
     policy = load_policy_or_exit(policy_file)
     store = _store(db)
     try:
@@ -213,6 +221,9 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Rollouts and where they are (newest run of each policy)."""
+    from rich.table import Table
+
+    from analyzer.daemon.store import NotFound, StoreError
     from analyzer.util.redaction import redact_policy
 
     store = _store(db)
@@ -269,6 +280,8 @@ def status(
 
 
 def _command(name: str, command: Command, db: str | None) -> None:
+    from analyzer.daemon.store import NotFound, StoreError
+
     store = _store(db)
     try:
         rec, cid = store.add_command(name, command, _actor(), datetime.now(UTC))
@@ -284,6 +297,8 @@ def _command(name: str, command: Command, db: str | None) -> None:
 def promote(name: str = typer.Argument(..., help="rollout name"),
             db: str | None = _db_option()) -> None:
     """Skip the rest of the current step (or pause): go to the next step."""
+    from analyzer.core.rollout import Command
+
     _command(name, Command.PROMOTE, db)
 
 
@@ -291,6 +306,8 @@ def promote(name: str = typer.Argument(..., help="rollout name"),
 def abort(name: str = typer.Argument(..., help="rollout name"),
           db: str | None = _db_option()) -> None:
     """Roll back: all traffic to stable."""
+    from analyzer.core.rollout import Command
+
     _command(name, Command.ABORT, db)
 
 
@@ -298,6 +315,8 @@ def abort(name: str = typer.Argument(..., help="rollout name"),
 def pause(name: str = typer.Argument(..., help="rollout name"),
           db: str | None = _db_option()) -> None:
     """Stop deciding; the weight stays where it is."""
+    from analyzer.core.rollout import Command
+
     _command(name, Command.PAUSE, db)
 
 
@@ -305,6 +324,8 @@ def pause(name: str = typer.Argument(..., help="rollout name"),
 def resume(name: str = typer.Argument(..., help="rollout name"),
            db: str | None = _db_option()) -> None:
     """Continue a paused rollout (ends a pause step)."""
+    from analyzer.core.rollout import Command
+
     _command(name, Command.RESUME, db)
 
 
@@ -319,6 +340,10 @@ def history(
     limit: int | None = typer.Option(None, "--limit", help="only the last N ticks"),
 ) -> None:
     """The decision log of a rollout's newest run: one line per tick."""
+    from rich.table import Table
+
+    from analyzer.daemon.store import NotFound, StoreError
+
     store = _store(db)
     try:
         rec = store.latest(name)

@@ -11,20 +11,24 @@ import math
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from analyzer.cli.app import app
 from analyzer.cli.common import load_policy_or_exit
-from analyzer.core.types import Histogram, Samples
 from analyzer.policy import PrometheusSource
 from analyzer.util.times import parse_time
+
+if TYPE_CHECKING:  # for annotations only: the commands import what they use when run
+    from analyzer.core.types import Histogram, Samples
+
 
 
 def _quantile(h: Histogram, q: float) -> float | None:
     """Linear interpolation inside the bucket (an estimate, as histogram_quantile does)."""
+
     if h.total == 0:
         return None
     rank = q * h.total
@@ -119,6 +123,9 @@ def _to_json(s: Samples, address: str) -> dict[str, object]:
 
 
 def _print(out: Console, s: Samples, address: str, stable: str, canary: str) -> None:
+    from rich.table import Table
+
+
     out.print(f"Prometheus {address}, window {s.t0.isoformat()} .. {s.t1.isoformat()}")
     for i, q in enumerate(s.queries, 1):
         out.print(f"query {i}: {q}")

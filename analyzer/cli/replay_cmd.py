@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from analyzer.cli.app import app
 from analyzer.cli.common import load_policy_or_exit
-from analyzer.offline.replay import ReplayResult, replay_rollout
-from analyzer.sources.replay import ReplayError, read_replay
+
+if TYPE_CHECKING:  # for annotations only: the commands import what they use when run
+    from analyzer.offline.replay import ReplayResult
+
 
 
 def _table(console: Console, res: ReplayResult) -> None:
+    from rich.table import Table
+
+
     table = Table(title=f"{res.file}", show_lines=True, expand=True)
     for col in ("tick", "time", "step", "weight", "data %", "decision"):
         table.add_column(col, no_wrap=True)
@@ -52,6 +57,9 @@ def replay(
     ),
 ) -> None:
     """Run a policy's checks and judge over recorded intervals (no Prometheus, no router)."""
+    from analyzer.offline.replay import replay_rollout
+    from analyzer.sources.replay import ReplayError, read_replay
+
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     policy = load_policy_or_exit(policy_file)
     loaded = []

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-import yaml
 from rich.console import Console
 
 from analyzer.cli.app import app
 from analyzer.cli.common import load_policy_or_exit
-from analyzer.routers.base import Router, RouterError, TrafficSplit
+
+if TYPE_CHECKING:  # for annotations only: the commands import what they use when run
+    from analyzer.routers.base import TrafficSplit
+
 
 err = Console(stderr=True, highlight=False)
 
@@ -50,6 +52,8 @@ def _objects_key(obj: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _print_objects(objects: list[dict[str, Any]], output: str) -> None:
+    import yaml
+
     if output == "json":
         doc: Any = objects[0] if len(objects) == 1 else {
             "apiVersion": "v1", "kind": "List", "items": objects}
@@ -88,6 +92,7 @@ def route(
                                                 "~/.kube/config)"),
 ) -> None:
     """Set the canary's traffic share, A/B route or mirror through the policy's router."""
+    from analyzer.routers.base import Router, RouterError
     from analyzer.routers.factory import build_router
     from analyzer.routers.kube.objects import load_objects
 

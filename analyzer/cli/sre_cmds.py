@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from analyzer.cli.app import app
 from analyzer.cli.common import load_policy_or_exit
-from analyzer.daemon.store import DEFAULT_DB, Store, StoreError
-from analyzer.offline.montecarlo import Estimate, SimulationSummary
+from analyzer.daemon.store.errors import StoreError
+from analyzer.daemon.store.urls import DEFAULT_DB
 from analyzer.policy import Policy
+
+if TYPE_CHECKING:  # for annotations only: the commands import what they use when run
+    from analyzer.daemon.store import Store
+    from analyzer.offline.montecarlo import Estimate, SimulationSummary
+
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 DB_HELP = "database URL: sqlite:///file.db or postgresql://user@host/db (env CANARY_DB)"
@@ -39,19 +40,10 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _open_store(db: str | None) -> Store:
     """Open an existing store (a missing SQLite file is an error, not a new empty store)."""
-    url = db or os.environ.get("CANARY_DB") or DEFAULT_DB
+    from analyzer.daemon.store import Store
+
     try:
-        parsed = make_url(url)
-    except Exception:
-        _fail(f"--db {url!r} is not a database URL (sqlite:///file.db or "
-              "postgresql://user@host/db)", 2)
-    file_db = parsed.get_backend_name() == "sqlite" and parsed.database not in (
-        None, "", ":memory:")
-    if file_db and not Path(str(parsed.database)).is_file():
-        _fail(f"database file {parsed.database} not found (--db {url}); give the store "
-                  "the engine wrote, e.g. --db sqlite:///canary.db")
-    try:
-        return Store(url)
+        return Store.open_existing(db)
     except StoreError as e:
         _fail(str(e))
 
@@ -91,6 +83,14 @@ def _fmt_rate(e: Estimate | None) -> str:
 
 
 def _progress_bar(total: int, enabled: bool) -> tuple[Any, Callable[[int], None] | None]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     if not enabled:
         return None, None
     bar = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
@@ -182,6 +182,9 @@ def simulate(
 
 def _summary_table(policy: Policy, summaries: list[SimulationSummary], rps: float,
                    base: float, runs: int, note: str | None) -> None:
+    from rich.table import Table
+
+
     console = Console(highlight=False)
     table = Table(title=f"{policy.name}: {runs} simulated rollouts per scenario at {rps:g} rps, "
                   f"base error rate {base:g}", show_lines=False)
@@ -202,6 +205,8 @@ def _summary_table(policy: Policy, summaries: list[SimulationSummary], rps: floa
 
 
 def _grid_table(policy: Policy, result: Any, note: str | None) -> None:
+    from rich.table import Table
+
     from analyzer.offline.tuning import recommend
 
     console = Console(highlight=False)
@@ -296,6 +301,8 @@ def _strict(x: Any) -> Any:
 
 
 def _backtest_table(res: Any) -> None:
+    from rich.table import Table
+
     console = Console(highlight=False)
     table = Table(title=f"{res.policy} on {res.source}", show_lines=False, expand=True)
     for col in ("tick", "time", "data %", "canary req/err", "would", "then"):

@@ -179,6 +179,7 @@ def audit_log(store: Store, rollout_id: int) -> LogAudit:
 SIMULATE = """
   metrics:
     source: simulate
+    allowSimulatedMetrics: true  # fault cases drive real routers on invented traffic
     rps: 10000
     seed: 7
     stable: {errorRate: 0.0001}

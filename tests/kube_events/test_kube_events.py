@@ -99,7 +99,8 @@ def test_a_rollout_leaves_one_event_per_decision_on_the_server(
         f"target: {{namespace: {kube_namespace}, service: checkout, stable: v1, canary: v2}}",
     ).replace("router: {provider: dry-run}",
               "router: {provider: istio, virtualService: checkout, destinationRule: checkout, "
-              "stableSubset: stable, canarySubset: canary}"))
+              "stableSubset: stable, canarySubset: canary}").replace(
+        "source: simulate", "source: simulate\n    allowSimulatedMetrics: true"))
     as_engine = kube_cluster.api_client(user=kube_engine_rbac.user)
     recorder = KubeEventRecorder(as_engine)
     recorders.append(recorder)

@@ -1,30 +1,58 @@
 """The decision log and rollout state: one SQL store, SQLite (default) or PostgreSQL (several
 replicas). store.py reads and writes, tables.py is the schema, records.py what it returns,
-errors.py what can go wrong, urls.py database URLs, codec.py its JSON."""
+errors.py what can go wrong, urls.py database URLs, codec.py its JSON.
 
-from analyzer.daemon.store.errors import (
-    InvalidCommand,
-    NotFound,
-    RolloutExists,
-    StoreError,
-    StoreUnavailable,
-    TickConflict,
-)
-from analyzer.daemon.store.records import (
-    CommandRecord,
-    EventRow,
-    LastDecision,
-    RolloutRecord,
-    TickRecord,
-    TickRow,
-    WeightChange,
-)
-from analyzer.daemon.store.store import Store, lock_key
-from analyzer.daemon.store.tables import SCHEMA_VERSION
-from analyzer.daemon.store.urls import DEFAULT_DB, redact_url
+Names are imported lazily (PEP 562), so `from analyzer.daemon.store.urls import DEFAULT_DB`
+or a CLI command's `--help` does not load SQLAlchemy.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_HOME = {
+    "InvalidCommand": "errors", "NotFound": "errors", "RolloutExists": "errors",
+    "StoreError": "errors", "StoreUnavailable": "errors", "TickConflict": "errors",
+    "CommandRecord": "records", "EventRow": "records", "LastDecision": "records",
+    "RolloutRecord": "records",
+    "TickRecord": "records", "TickRow": "records", "WeightChange": "records",
+    "Store": "store", "lock_key": "store", "SCHEMA_VERSION": "tables",
+    "DEFAULT_DB": "urls", "redact_url": "urls",
+}
 __all__ = [
     "DEFAULT_DB", "SCHEMA_VERSION", "CommandRecord", "EventRow", "InvalidCommand", "LastDecision",
-    "NotFound", "RolloutExists", "RolloutRecord", "Store", "StoreError", "StoreUnavailable",
-    "TickConflict", "TickRecord", "TickRow", "WeightChange", "lock_key", "redact_url",
+    "NotFound", "RolloutExists", "RolloutRecord", "Store", "StoreError", "StoreUnavailable", "TickConflict",
+    "TickRecord", "TickRow", "WeightChange", "lock_key", "redact_url",
 ]
+
+if TYPE_CHECKING:
+    from analyzer.daemon.store.errors import (
+        InvalidCommand,
+        NotFound,
+        RolloutExists,
+        StoreError,
+        StoreUnavailable,
+        TickConflict,
+    )
+    from analyzer.daemon.store.records import (
+        CommandRecord,
+        EventRow,
+        LastDecision,
+        RolloutRecord,
+        TickRecord,
+        TickRow,
+        WeightChange,
+    )
+    from analyzer.daemon.store.store import Store, lock_key
+    from analyzer.daemon.store.tables import SCHEMA_VERSION
+    from analyzer.daemon.store.urls import DEFAULT_DB, redact_url
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -69,7 +69,7 @@ from analyzer.daemon.store.tables import (
     ticks,
     weight_changes,
 )
-from analyzer.daemon.store.urls import DEFAULT_DB, normalize_url, redact_url
+from analyzer.daemon.store.urls import normalize_url, redact_url, resolve_url, sqlite_file
 from analyzer.policy import Policy
 from analyzer.util.times import as_utc
 
@@ -81,8 +81,7 @@ class Store:
 
     def __init__(self, url: str | None = None, *, schema: str | None = None,
                  migrate: bool = True) -> None:
-        raw = url or os.environ.get("CANARY_DB") or DEFAULT_DB
-        self.url = normalize_url(raw)
+        self.url = normalize_url(resolve_url(url))
         self.url_redacted = redact_url(self.url)
         schema = schema or os.environ.get("CANARY_DB_SCHEMA") or None
         try:
@@ -114,6 +113,20 @@ class Store:
         self.engine: Engine = engine
         if migrate:
             self.migrate()
+
+    @classmethod
+    def open_existing(cls, url: str | None) -> Store:
+        """A store that must exist already (what the read-only commands open): a missing SQLite
+        file is an error naming it, not a new empty store."""
+        url = resolve_url(url)
+        try:
+            path = sqlite_file(url)
+        except ValueError as e:
+            raise StoreError(str(e)) from None
+        if path is not None and not path.is_file():
+            raise StoreError(f"database file {path} not found ({url}); give the store the "
+                             "engine wrote, e.g. --db sqlite:///canary.db")
+        return cls(url)
 
     # -- schema --------------------------------------------------------------------------
 
