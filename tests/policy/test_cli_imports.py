@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("numpy", "scipy", "sqlalchemy", "fastapi", "uvicorn", "matplotlib", "kubernetes",
          "prometheus_api_client", "apscheduler")
 
-PROBE = """
+PROBE = f"""
 import sys
 from analyzer.cli.app import main
 sys.argv = ["canary", *sys.argv[1:]]
@@ -22,9 +22,9 @@ try:
     main()
 except SystemExit:
     pass
-loaded = sorted({m.split(".")[0] for m in sys.modules} & set(%r))
+loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}))
 print("HEAVY:" + ",".join(loaded), file=sys.stderr)
-""" % (HEAVY,)
+"""
 
 
 @pytest.mark.parametrize("args", [["validate", str(REPO / "policies" / "istio-canary.yaml")],

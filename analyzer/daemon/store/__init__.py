@@ -22,8 +22,8 @@ _HOME = {
 }
 __all__ = [
     "DEFAULT_DB", "SCHEMA_VERSION", "CommandRecord", "EventRow", "InvalidCommand", "LastDecision",
-    "NotFound", "RolloutExists", "RolloutRecord", "Store", "StoreError", "StoreUnavailable", "TickConflict",
-    "TickRecord", "TickRow", "WeightChange", "lock_key", "redact_url",
+    "NotFound", "RolloutExists", "RolloutRecord", "Store", "StoreError", "StoreUnavailable",
+    "TickConflict", "TickRecord", "TickRow", "WeightChange", "lock_key", "redact_url",
 ]
 
 if TYPE_CHECKING:
