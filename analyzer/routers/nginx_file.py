@@ -39,6 +39,9 @@ def render_upstream(
     """The include file for `weight` percent to the canary (and an optional A/B match)."""
     weight = check_weight(weight)
     match = check_match(match)
+    if match is not None and "pattern" in match:
+        raise RouterError("the nginx router matches exact header values only; give a value, "
+                          "not a regex")
     if weight == 0:
         servers = [f"server {stable} weight=100;", f"server {canary} down;"]
     elif weight == 100:
