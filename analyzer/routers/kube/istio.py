@@ -166,7 +166,9 @@ class IstioRouter(SingleObjectRouter):
                                   f"{self.cfg.host!r}; subsets belong to the DestinationRule's "
                                   "host: fix one of them")
             self.host = dr_host
-        return where, {as_dict(s).get("name") for s in as_list(spec.get("subsets"))}
+        names = {as_dict(s).get("name") for s in as_list(spec.get("subsets"))
+                 if isinstance(as_dict(s).get("name"), str)}
+        return where, names
 
     def _prepare(self) -> None:
         """Before any write: both subsets must exist in the DestinationRule."""
@@ -178,7 +180,7 @@ class IstioRouter(SingleObjectRouter):
         if missing:
             raise RouterError(
                 f"{where}: subset(s) {', '.join(map(str, missing))} missing (it defines "
-                f"{', '.join(sorted(map(str, names - {None}))) or 'none'}); add them first"
+                f"{', '.join(sorted(names)) or 'none'}); add them first"
             )
 
     def _routes(self, obj: dict[str, Any], where: ObjectRef) -> list[Route]:

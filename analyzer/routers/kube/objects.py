@@ -425,7 +425,7 @@ def _backoff(attempt: int) -> None:
 
 def _key_of(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     api_version = str(obj.get("apiVersion", ""))
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     return (
         api_version.rpartition("/")[0],
         str(obj.get("kind", "")),
@@ -454,7 +454,8 @@ def load_objects(text: str, source: str = "--current") -> list[dict[str, Any]]:
         else:
             objects.append(doc)
     for obj in objects:
-        if not obj.get("kind") or not (obj.get("metadata") or {}).get("name"):
+        meta = obj.get("metadata")
+        if not obj.get("kind") or not isinstance(meta, dict) or not meta.get("name"):
             raise RouterError(f"{source}: every object needs kind and metadata.name")
     return objects
 
@@ -547,7 +548,8 @@ class SingleObjectRouter(KubeRouter):
 
     def _update(self, weight: Any = KEEP, match: Any = KEEP, mirror: Any = KEEP) -> None:
         self._begin()
-        self._prepare()
+        with shape_errors(self.ref, "nothing was applied"):
+            self._prepare()
         self.objects.update(self.ref, lambda obj: self._apply(obj, weight, match, mirror),
                             check=self._server_check(weight, match, mirror))
 
