@@ -105,7 +105,7 @@ def route(
 ) -> None:
     """Set the canary's traffic share, A/B route or mirror through the policy's router."""
     from analyzer.routers.factory import build_router
-    from analyzer.routers.kube.objects import load_objects
+    from analyzer.routers.kube.inputs import load_objects
 
     if output not in (None, "yaml", "json"):
         raise typer.BadParameter("must be yaml or json", param_hint="-o/--output")

@@ -26,8 +26,8 @@ from typing import Any
 
 from analyzer.policy import NginxLocalRouter as NginxLocalConfig
 from analyzer.policy import Policy
+from analyzer.routers.arguments import KEEP, check_match, check_mirror, check_weight
 from analyzer.routers.base import RouterError, TrafficSplit
-from analyzer.routers.kube.objects import KEEP, check_match, check_mirror, check_weight
 
 PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # no Kubernetes API at all
 NGINX_TIMEOUT = 30.0

@@ -12,7 +12,7 @@ from typing import Any
 from analyzer.policy import Policy
 from analyzer.routers.base import Router
 from analyzer.routers.factory import build_router
-from analyzer.routers.kube.objects import load_objects
+from analyzer.routers.kube.inputs import load_objects
 from tests.support.kube_cluster import KubeApiError, KubeCluster
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "realworld"
@@ -131,3 +131,42 @@ def without_meta(obj: dict[str, Any]) -> dict[str, Any]:
     for key in ("resourceVersion", "generation", "managedFields", "creationTimestamp", "uid"):
         meta.pop(key, None)
     return obj
+
+
+def every_operation(router: Router, *, header: dict[str, str] | None,
+                    mirror: float | None, header_read_back: bool = True) -> None:
+    """Reset, weight, header A/B, reset, mirror, reset on one router, each read back from the
+    server. header/mirror None: the provider cannot, and says so with a RouterError."""
+    from analyzer.routers.base import RouterError
+
+    router.reset()
+    assert router.get_weight().canary_weight == 0
+    router.set_weight(30)
+    assert router.get_weight().canary_weight == 30
+    if header is None:
+        try:
+            router.set_header_route({"header": "x-canary", "value": "1"})
+        except RouterError as e:
+            assert "cannot" in str(e) or "only via" in str(e), e
+        else:
+            raise AssertionError("a header route was accepted by a provider that has none")
+    else:
+        router.set_header_route(header)
+        if header_read_back:
+            assert router.get_weight().header_route == header
+    router.reset()
+    split = router.get_weight()
+    assert (split.canary_weight, split.header_route, split.mirror_percent) == (0, None, None)
+    if mirror is None:
+        try:
+            router.set_mirror(10)
+        except RouterError as e:
+            assert "cannot mirror" in str(e), e
+        else:
+            raise AssertionError("mirroring was accepted by a provider that cannot")
+    else:
+        router.set_mirror(mirror)
+        assert router.get_weight().mirror_percent == mirror
+    router.reset()
+    split = router.get_weight()
+    assert (split.canary_weight, split.mirror_percent) == (0, None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from analyzer.routers.base import RouterError
-from tests.routers.realworld import get, live, offline, seed
+from tests.routers.realworld import every_operation, get, live, offline, seed
 
 pytestmark = pytest.mark.kube
 
@@ -202,3 +202,39 @@ def test_sticky_sessions_rule_and_expiry(kube_cluster, kube_namespace):
     assert "filters" not in rule["backendRefs"][1]
     assert router.get_weight().sticky is None
     assert router.get_weight().canary_weight == 0
+
+
+# ---------------------------------------------------------------------------- every object
+
+EVERY = [
+    ("gateway-api/argo-plugin-linkerd-core-group.yaml",
+     gateway("argo-rollouts-http-route", "argo-rollouts-stable-service",
+             "argo-rollouts-canary-service")),
+    ("gateway-api/gateway-api-request-header-modifier.yaml",
+     gateway("http-filter-1", "my-filter-svc1", "my-filter-svc2")),
+    ("gateway-api/gateway-api-request-mirroring.yaml",
+     gateway("http-filter-mirror", "foo-v1", "foo-v3")),
+    ("gateway-api/gateway-api-timeouts.yaml", gateway("timeout-example", "timeout-svc", "t-2")),
+    ("gateway-api/gateway-api-traffic-split-1.yaml", gateway("foo-route", "foo-v1", "foo-v2")),
+    ("gateway-api/gateway-api-traffic-split-2.yaml", gateway("foo-route", "foo-v1", "foo-v2")),
+    ("gateway-api/gateway-api-url-rewrite.yaml", gateway("http-filter-1", "filter-svc", "f-2")),
+    ("gateway-api/istio-mirroring-task-gamma.yaml", gateway("httpbin", "httpbin-v1", "httpbin-v3")),
+]
+
+
+@pytest.mark.parametrize(("rel", "cfg"), EVERY, ids=[e[0] for e in EVERY])
+def test_weight_header_mirror_reset_on_every_object(kube_cluster, kube_namespace, rel, cfg):
+    """Every real-world HTTPRoute: each operation, read back; after the last reset only the
+    weights differ from the object as written (its rules, filters and timeouts stay)."""
+    (obj,) = seed(kube_cluster, kube_namespace, rel)
+    every_operation(live(kube_cluster, cfg, kube_namespace),
+                    header={"header": "x-canary", "value": "always"}, mirror=12.5)
+    after = get(kube_cluster, obj, kube_namespace)
+    assert len(after["spec"]["rules"]) == len(obj["spec"]["rules"])
+    for before, now in zip(obj["spec"]["rules"], after["spec"]["rules"], strict=True):
+        strip = [{k: v for k, v in b.items() if k != "weight"} for b in before["backendRefs"]]
+        assert [{k: v for k, v in b.items() if k != "weight"}
+                for b in now["backendRefs"]][:len(strip)] == strip
+        assert {k: v for k, v in now.items() if k != "backendRefs"} == \
+            {k: v for k, v in before.items() if k != "backendRefs"}
+    assert after["metadata"].get("annotations") == obj["metadata"].get("annotations")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from analyzer.routers.base import RouterError
-from tests.routers.realworld import get, live, offline, seed, without_meta
+from tests.routers.realworld import every_operation, get, live, offline, seed, without_meta
 
 pytestmark = pytest.mark.kube
 
@@ -423,3 +423,62 @@ def test_header_already_matched_by_the_route_is_refused():
         "routes": ["http[0]"]})
     with pytest.raises(RouterError, match="already matches on header 'end-user'"):
         router.set_header_route({"header": "end-user", "value": "bob"})
+
+
+# ---------------------------------------------------------------------------- every object
+
+H = {"header": "x-canary", "value": "always"}
+TWO_HOST = {"provider": "istio"}
+EVERY = [
+    ("istio/argo-host-http-tls-split.yaml",
+     {**TWO_HOST, "virtualService": "istio-host-split-vsvc", "routes": ["primary", "tls[0]"],
+      "stableHost": "istio-host-split-stable", "canaryHost": "istio-host-split-canary"}, {}),
+    ("istio/argo-mirror-host.yaml",
+     {**TWO_HOST, "virtualService": "rollouts-demo-vsvc", "stableHost": "stable-service",
+      "canaryHost": "canary-service"}, {}),
+    ("istio/argo-regular-vsvc-two-routes.yaml",
+     {**TWO_HOST, "virtualService": "vsvc", "routes": ["secondary"], "stableHost": "stable",
+      "canaryHost": "canary"}, {}),
+    ("istio/argo-single-route-third-destination.yaml",
+     {"provider": "istio", "virtualService": "vsvc", "destinationRule": "istio-destrule",
+      "stableSubset": "stable", "canarySubset": "canary",
+      "keepDestinations": [{"host": "additional-service"}]}, {"service": "rollout-service"}),
+    ("istio/argo-vsvc-with-extra.yaml",
+     {**TWO_HOST, "virtualService": "vsvc", "routes": ["primary", "secondary"],
+      "stableHost": "stable", "canaryHost": "canary"}, {}),
+    ("istio/bookinfo-gateway-productpage.yaml",
+     {**TWO_HOST, "virtualService": "bookinfo", "stableHost": "productpage",
+      "canaryHost": "productpage-canary"}, {}),
+    ("istio/bookinfo-ratings-test-delay.yaml",
+     {**SUBSETS, "virtualService": "ratings", "destinationRule": "ratings",
+      "routes": ["http[1]"]}, {}),
+    ("istio/bookinfo-reviews-80-20.yaml",
+     {**SUBSETS, "virtualService": "reviews", "destinationRule": "reviews"}, {}),
+    ("istio/bookinfo-reviews-test-v2.yaml",
+     {**SUBSETS, "virtualService": "reviews", "destinationRule": "reviews"}, {}),
+    ("istio/flagger-faq-frontend.yaml",
+     {**TWO_HOST, "virtualService": "frontend", "stableHost": "podinfo-primary",
+      "canaryHost": "podinfo-canary"}, {}),
+    ("istio/istio-concepts-cookie-jason.yaml",
+     {**SUBSETS, "virtualService": "my-vtl-svc", "destinationRule": "my-destination-rule"},
+     {"service": "my-svc"}),
+    ("istio/istio-concepts-two-services-subset-v1.yaml",
+     {**SUBSETS, "virtualService": "my-namespace", "destinationRule": "svc-1"},
+     {"service": "svc-1"}),
+    ("istio/istio-mirroring-task-httpbin.yaml",
+     {**SUBSETS, "virtualService": "httpbin", "destinationRule": "httpbin"}, {}),
+    ("istio/istio-mirroring-task-legacy-mirrorPercent.yaml",
+     {**SUBSETS, "virtualService": "httpbin", "destinationRule": "httpbin"}, {}),
+]
+
+
+@pytest.mark.parametrize(("rel", "cfg", "target"), EVERY, ids=[e[0] for e in EVERY])
+def test_weight_header_mirror_reset_on_every_object(kube_cluster, kube_namespace, rel, cfg,
+                                                    target):
+    """Every real-world VirtualService a server takes: each operation, read back; the objects
+    the policy does not name (DestinationRules) are never written."""
+    seeded = seed(kube_cluster, kube_namespace, rel)
+    every_operation(live(kube_cluster, cfg, kube_namespace, **target), header=H, mirror=12.5)
+    for obj in seeded:
+        if obj["kind"] == "DestinationRule":
+            assert without_meta(get(kube_cluster, obj, kube_namespace)) == without_meta(obj)

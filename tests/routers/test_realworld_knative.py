@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from analyzer.routers.base import RouterError
-from tests.routers.realworld import get, live, seed, set_status
+from tests.routers.realworld import every_operation, get, live, seed, set_status
 
 pytestmark = pytest.mark.kube
 
@@ -99,3 +99,30 @@ def test_foreign_traffic_refused_and_staging_tag_kept(kube_cluster, kube_namespa
     with pytest.raises(RouterError, match=r"example-service-3.*carries 100% the policy does not"):
         live(kube_cluster, knative("example-service-1", "example-service-2"),
              kube_namespace).set_weight(10)
+
+
+# ---------------------------------------------------------------------------- every object
+
+EVERY = [
+    ("knative/flagger-knative-generated.yaml", knative("podinfo-00001", "podinfo-00002",
+                                                       "podinfo"), "canary"),
+    ("knative/knative-docs-current-candidate-latest.yaml",
+     knative("example-service-1", "example-service-2"), "candidate"),
+    ("knative/knative-docs-current-latest.yaml",
+     knative("example-service-1", "example-service-2"), "canary"),
+    ("knative/knative-docs-staging-tag.yaml",
+     knative("example-service-2", "example-service-3"), "canary"),
+]
+
+
+@pytest.mark.parametrize(("rel", "cfg", "tag"), EVERY, ids=[e[0] for e in EVERY])
+def test_weight_header_mirror_reset_on_every_object(kube_cluster, kube_namespace, rel, cfg, tag):
+    """Every real-world Knative Service: each operation (A/B by the canary's tag header; the
+    tag route is not reported back), mirroring refused; percents always sum to 100."""
+    (obj,) = seed(kube_cluster, kube_namespace, rel)
+    router = live(kube_cluster, cfg, kube_namespace)
+    every_operation(router, header={"header": "Knative-Serving-Tag", "value": tag}, mirror=None,
+                    header_read_back=False)
+    assert sum(t.get("percent", 0) for t in traffic(kube_cluster, kube_namespace, obj)) == 100
+    tags = {t.get("tag") for t in obj["spec"]["traffic"]} - {None}
+    assert tags <= {t.get("tag") for t in traffic(kube_cluster, kube_namespace, obj)}

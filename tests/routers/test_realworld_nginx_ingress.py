@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from analyzer.routers.base import RouterError
-from tests.routers.realworld import get, live, seed, without_meta
+from tests.routers.realworld import every_operation, get, live, seed, without_meta
 
 pytestmark = pytest.mark.kube
 
@@ -139,3 +139,37 @@ def test_sticky_sessions_need_affinity_on_the_stable_ingress(kube_cluster, kube_
     with pytest.raises(RouterError, match=r"add the annotations nginx.ingress.kubernetes.io/"
                                           r"affinity: cookie"):
         router.set_weight(10)
+
+
+# ---------------------------------------------------------------------------- every object
+
+def nginx(ingress: str, canary_service: str, **extra) -> dict:
+    return {"provider": "nginx-ingress", "ingress": ingress, "canaryService": canary_service,
+            **extra}
+
+
+EVERY = [
+    ("nginx-ingress/argo-canary-weight-total.yaml",
+     nginx("stable-ingress", "canary-service", canaryIngress="rollout-stable-ingress-canary"),
+     "stable-service"),
+    ("nginx-ingress/argo-custom-annotation-prefix.yaml",
+     nginx("primary-ingress", "canary-service",
+           annotationPrefix="customingress.nginx.ingress.kubernetes.io"), "stable-service"),
+    ("nginx-ingress/flagger-header-pattern.yaml", nginx("podinfo", "podinfo-canary"), "podinfo"),
+    ("nginx-ingress/ingress-nginx-affinity-cookie.yaml",
+     nginx("nginx-test", "http-svc-2", stickySessions=True), "http-svc"),
+    ("nginx-ingress/ingress-nginx-canary-example.yaml",
+     nginx("production", "canary", canaryIngress="canary"), "production"),
+]
+
+
+@pytest.mark.parametrize(("rel", "cfg", "service"), EVERY, ids=[e[0] for e in EVERY])
+def test_weight_header_mirror_reset_on_every_object(kube_cluster, kube_namespace, rel, cfg,
+                                                    service):
+    """Every real-world Ingress: each operation read back (a regex header too); mirroring is
+    refused; the stable Ingress is never written."""
+    seeded = seed(kube_cluster, kube_namespace, rel)
+    router = live(kube_cluster, cfg, kube_namespace, service=service)
+    every_operation(router, header={"header": "x-canary", "pattern": "beta-.*"}, mirror=None)
+    stable = next(o for o in seeded if o["metadata"]["name"] == cfg["ingress"])
+    assert without_meta(get(kube_cluster, stable, kube_namespace)) == without_meta(stable)

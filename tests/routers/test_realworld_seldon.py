@@ -8,7 +8,15 @@ from __future__ import annotations
 import pytest
 
 from analyzer.routers.base import RouterError
-from tests.routers.realworld import get, live, offline, seed, set_status, without_meta
+from tests.routers.realworld import (
+    every_operation,
+    get,
+    live,
+    offline,
+    seed,
+    set_status,
+    without_meta,
+)
 
 pytestmark = pytest.mark.kube
 
@@ -148,3 +156,31 @@ def test_experiment_not_ready_reads_no_canary_traffic(kube_cluster, kube_namespa
     other = live(kube_cluster, v2("add1020", "add20", "add10"), kube_namespace)
     with pytest.raises(RouterError, match="has default 'add10'"):
         other.set_weight(10)
+
+
+# ---------------------------------------------------------------------------- every object
+
+EVERY = [
+    ("seldon/seldon-v1-istio-canary.yaml", {"provider": "seldon", "seldonDeployment": "example"},
+     {"stable": "main", "canary": "canary"}, 100.0),
+    ("seldon/seldon-v1-istio-shadow.yaml", {"provider": "seldon", "seldonDeployment": "iris"},
+     {"stable": "default", "canary": "shadow"}, 100.0),
+    ("seldon-v2/ab-default-model.yaml", v2("experiment-sample", "iris", "iris2"), {}, 10.0),
+    ("seldon-v2/add1020.yaml", v2("add1020", "add10", "add20"), {}, 25.0),
+    ("seldon-v2/sklearn-mirror.yaml", v2("sklearn-mirror", "iris", "iris2"), {}, 50.0),
+    ("seldon-v2/addmul10-mirror-pipeline.yaml",
+     v2("addmul10-mirror", "pipeline-add10", "pipeline-mul10", resourceType="pipeline"), {},
+     100.0),
+]
+
+
+@pytest.mark.parametrize(("rel", "cfg", "target", "mirror"), EVERY, ids=[e[0] for e in EVERY])
+def test_weight_header_mirror_reset_on_every_object(kube_cluster, kube_namespace, rel, cfg,
+                                                    target, mirror):
+    """Every real-world SeldonDeployment and Experiment: each operation read back; no header
+    routes; the Experiment's default is never changed."""
+    (obj,) = seed(kube_cluster, kube_namespace, rel, api_version=AS_V1)
+    every_operation(live(kube_cluster, cfg, kube_namespace, **target), header=None,
+                    mirror=mirror)
+    if obj["kind"] == "Experiment":
+        assert spec(kube_cluster, kube_namespace, obj)["default"] == obj["spec"]["default"]

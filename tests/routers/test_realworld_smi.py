@@ -11,7 +11,15 @@ from __future__ import annotations
 import pytest
 
 from analyzer.routers.base import RouterError
-from tests.routers.realworld import fixture, get, live, offline, seed, without_meta
+from tests.routers.realworld import (
+    every_operation,
+    fixture,
+    get,
+    live,
+    offline,
+    seed,
+    without_meta,
+)
 
 pytestmark = pytest.mark.kube
 
@@ -83,3 +91,11 @@ def test_third_backend_with_quantity_weight_is_refused():
                                                                   "numbers"), service="numbers")
     with pytest.raises(RouterError, match="backend three carries weight 1500m"):
         router.get_weight()
+
+
+def test_weight_header_mirror_reset_on_the_canary_example(kube_cluster, kube_namespace):
+    """The one TrafficSplit the session server takes and the router manages (the others are
+    v1alpha1/v1alpha2: test_realworld_versions.py; ab-test is refused above)."""
+    seed(kube_cluster, kube_namespace, "smi/smi-spec-v1alpha4-canary.yaml")
+    every_operation(live(kube_cluster, smi("canary", "website-v1", "website-v2", "website"),
+                         kube_namespace, service="website"), header=None, mirror=None)

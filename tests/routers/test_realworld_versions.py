@@ -10,13 +10,15 @@ these servers), error messages printing the hard-coded version, Gateway API rule
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Iterator
 
 import pytest
 
 from analyzer.routers.base import RouterError
 from analyzer.routers.kube.discovery import choose_version
-from tests.routers.realworld import FIXTURES, get, live, seed, without_meta
+from tests.routers.realworld import FIXTURES, every_operation, get, live, seed, without_meta
 from tests.support.kube_cluster import KubeCluster
 
 pytestmark = pytest.mark.kube
@@ -41,7 +43,8 @@ def old_cluster() -> Iterator[KubeCluster]:
 
 @pytest.fixture
 def old_ns(old_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = old_cluster.create_namespace(f"t-{request.node.name[:40].lower().replace('_', '-')}")
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    name = old_cluster.create_namespace(f"t-{slug}-{secrets.token_hex(3)}")
     try:
         yield name
     finally:
@@ -183,3 +186,27 @@ def test_choose_version():
     assert choose_version(["v1", "v1beta1", "v1alpha3"], "v1beta1", served) == "v1beta1"
     assert choose_version(["v1", "v1beta1", "v1alpha3"], "v2", served) == "v1beta1"
     assert choose_version(["v1"], "v1beta1", served) is None
+
+
+SMI_EVERY = [
+    ("smi/smi-spec-v1alpha1-foobar-500m.yaml", "foobar-rollout", "foobar-v1", "foobar-v2",
+     "foobar"),
+    ("smi/linkerd-smi-leaf-weights.yaml", "backend-traffic-split", "backend-svc", "failing-svc",
+     "backend-svc"),
+    ("smi/argo-smi-v1alpha1-generated.yaml", "rollout-smi-experiment",
+     "rollout-smi-experiment-stable", "rollout-smi-experiment-canary",
+     "rollout-smi-experiment-stable"),
+    ("smi/smi-spec-v1alpha2-foobar.yaml", "foobar-rollout", "foobar-v1", "foobar-v2", "foobar"),
+]
+
+
+@pytest.mark.parametrize(("rel", "split", "stable", "canary", "root"), SMI_EVERY,
+                         ids=[e[0] for e in SMI_EVERY])
+def test_smi_weight_header_mirror_reset_on_every_object(old_cluster, old_ns, rel, split, stable,
+                                                        canary, root):
+    """Every v1alpha1/v1alpha2 TrafficSplit on the Linkerd-like server: each operation, read
+    back (header and mirror refused)."""
+    seed(old_cluster, old_ns, rel)
+    every_operation(live(old_cluster, {"provider": "smi", "trafficSplit": split,
+                                       "stableService": stable, "canaryService": canary},
+                         old_ns, service=root), header=None, mirror=None)

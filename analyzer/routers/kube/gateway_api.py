@@ -30,10 +30,12 @@ from typing import Any
 
 from analyzer.policy import GatewayApiRouter as GatewayConfig
 from analyzer.policy import Policy
+from analyzer.routers.arguments import KEEP
 from analyzer.routers.base import RouterError, TrafficSplit
 from analyzer.routers.kube import gateway_rules as rules_
-from analyzer.routers.kube.objects import KEEP, KubeObjects, ObjectRef, SingleObjectRouter
+from analyzer.routers.kube.objects import KubeObjects, ObjectRef, SingleObjectRouter
 from analyzer.routers.kube.routing import (
+    agreed_weight,
     as_dict,
     as_list,
     expire_cookie,
@@ -285,13 +287,8 @@ class GatewayApiRouter(SingleObjectRouter):
         return percent_of(canary, total)
 
     def _weight(self, managed: list[Rule], where: ObjectRef) -> int:
-        weights = {r.describe(): self._rule_weight(r.body) for r in managed}
-        if len(set(weights.values())) > 1:
-            raise RouterError(
-                f"{where}: the managed rules give the canary different weights ("
-                + "; ".join(f"{k}: {v}%" for k, v in weights.items())
-                + "); set a weight to align them")
-        return next(iter(weights.values()))
+        return agreed_weight(where, "rules",
+                             {r.describe(): self._rule_weight(r.body) for r in managed})
 
     def _read_ab(self, obj: dict[str, Any]) -> dict[str, str] | None:
         ours = rules_.recorded(obj)

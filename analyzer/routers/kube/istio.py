@@ -31,10 +31,12 @@ from typing import Any
 from analyzer.policy import IstioRouter as IstioConfig
 from analyzer.policy import Policy
 from analyzer.policy.routers import ROUTE_INDEX
+from analyzer.routers.arguments import KEEP
 from analyzer.routers.base import RouterError, TrafficSplit
 from analyzer.routers.kube import istio_routes as ours
-from analyzer.routers.kube.objects import KEEP, KubeObjects, ObjectRef, SingleObjectRouter
+from analyzer.routers.kube.objects import KubeObjects, ObjectRef, SingleObjectRouter
 from analyzer.routers.kube.routing import (
+    agreed_weight,
     as_dict,
     as_list,
     expire_cookie,
@@ -401,13 +403,8 @@ class IstioRouter(SingleObjectRouter):
         return percent_of(canary, total)
 
     def _weight(self, managed: list[Route], where: ObjectRef) -> int:
-        weights = {r.describe(): self._route_weight(r.body) for r in managed}
-        if len(set(weights.values())) > 1:
-            raise RouterError(
-                f"{where}: the managed routes give the canary different weights ("
-                + "; ".join(f"{k}: {v}%" for k, v in weights.items())
-                + "); set a weight to align them")
-        return next(iter(weights.values()))
+        return agreed_weight(where, "routes",
+                             {r.describe(): self._route_weight(r.body) for r in managed})
 
     def _split(self, obj: dict[str, Any]) -> TrafficSplit:
         where = self.ref.as_read(obj)

@@ -23,8 +23,9 @@ from typing import Any
 
 from analyzer.policy import KnativeRouter as KnativeConfig
 from analyzer.policy import Policy
+from analyzer.routers.arguments import KEEP
 from analyzer.routers.base import RouterError, TrafficSplit
-from analyzer.routers.kube.objects import KEEP, KubeObjects, ObjectRef, SingleObjectRouter
+from analyzer.routers.kube.objects import KubeObjects, ObjectRef, SingleObjectRouter
 from analyzer.routers.kube.routing import as_dict, as_list
 
 API_VERSION = "serving.knative.dev/v1"

@@ -36,17 +36,9 @@ from typing import Any
 
 from analyzer.policy import NginxIngressRouter as NginxIngressConfig
 from analyzer.policy import Policy
+from analyzer.routers.arguments import KEEP, check_match, check_mirror, check_weight
 from analyzer.routers.base import RouterError, TrafficSplit
-from analyzer.routers.kube.objects import (
-    KEEP,
-    KubeObjects,
-    KubeRouter,
-    ObjectRef,
-    check_match,
-    check_mirror,
-    check_weight,
-    shape_errors,
-)
+from analyzer.routers.kube.objects import KubeObjects, KubeRouter, ObjectRef, shape_errors
 from analyzer.routers.kube.routing import as_dict, as_list, percent_of, round_half_up
 
 API_VERSION = "networking.k8s.io/v1"

@@ -26,8 +26,10 @@ from typing import Any
 
 import urllib3
 
+from analyzer.routers.arguments import KEEP, check_match, check_mirror, check_weight
 from analyzer.routers.base import RouterError
 from analyzer.routers.kube.discovery import Discovery
+from analyzer.routers.kube.inputs import api_client_from_config
 
 # Bounded retry on 409 Conflict: enough for a handful of concurrent writers, never endless.
 DEFAULT_CONFLICT_RETRIES = 8
@@ -84,27 +86,6 @@ class ObjectRef:
         api_version = str(obj.get("apiVersion", "")) if isinstance(obj, dict) else ""
         group, _, version = api_version.rpartition("/")
         return self.at(version) if version and group == self.group else self
-
-
-def api_client_from_config(kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """An ApiClient from an explicit kubeconfig, else in-cluster config, else ~/.kube/config."""
-    from kubernetes import client, config
-
-    try:
-        if kubeconfig:
-            return config.new_client_from_config(config_file=kubeconfig, context=context)
-        try:
-            cfg = client.Configuration()
-            config.load_incluster_config(client_configuration=cfg)
-            return client.ApiClient(cfg)
-        except config.ConfigException:
-            return config.new_client_from_config(context=context)
-    except (config.ConfigException, OSError, TypeError, ValueError) as e:
-        where = kubeconfig or "in-cluster config or ~/.kube/config"
-        raise RouterError(
-            f"cannot load Kubernetes credentials from {where}: {e}; pass --kubeconfig PATH, "
-            "or use --dry-run with --current FILE to work offline"
-        ) from None
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -434,77 +415,7 @@ def _key_of(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     )
 
 
-def load_objects(text: str, source: str = "--current") -> list[dict[str, Any]]:
-    """Objects from YAML or JSON text: one document, several, or a `kind: List`."""
-    import yaml
-
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        raise RouterError(f"{source}: not valid YAML or JSON: {e}") from None
-    objects: list[dict[str, Any]] = []
-    for doc in docs:
-        if doc is None:
-            continue
-        if not isinstance(doc, dict):
-            raise RouterError(
-                f"{source}: expected Kubernetes objects, found a {type(doc).__name__}")
-        if str(doc.get("kind", "")).endswith("List") and isinstance(doc.get("items"), list):
-            objects.extend(i for i in doc["items"] if isinstance(i, dict))
-        else:
-            objects.append(doc)
-    for obj in objects:
-        meta = obj.get("metadata")
-        if not obj.get("kind") or not isinstance(meta, dict) or not meta.get("name"):
-            raise RouterError(f"{source}: every object needs kind and metadata.name")
-    return objects
-
-
 # ---------------------------------------------------------------------- router scaffolding
-
-
-class _Keep:
-    """Marks an aspect (weight, header route, mirror) an operation leaves as it is."""
-
-    def __repr__(self) -> str:
-        return "KEEP"
-
-
-KEEP: Any = _Keep()
-
-
-def check_weight(weight: Any) -> int:
-    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
-        raise RouterError(f"weight must be an integer from 0 to 100, got {weight!r}")
-    return weight
-
-
-def check_mirror(percent: Any) -> float | None:
-    if percent is None:
-        return None
-    if isinstance(percent, bool) or not isinstance(percent, int | float) or not (
-        0 < percent <= 100
-    ):
-        raise RouterError(f"mirror percent must be in (0, 100], got {percent!r}")
-    return float(percent)
-
-
-def check_match(match: Any) -> dict[str, str] | None:
-    """{"header": NAME, "value": V}, {"header": NAME, "pattern": REGEX} or {"cookie": NAME}."""
-    if match is None:
-        return None
-    if not isinstance(match, dict):
-        raise RouterError(f"header route must be a mapping, got {match!r}")
-    for key in ("value", "pattern"):
-        if set(match) == {"header", key} and match["header"] and match[key]:
-            return {"header": str(match["header"]), key: str(match[key])}
-    if set(match) == {"cookie"} and match["cookie"]:
-        return {"cookie": str(match["cookie"])}
-    raise RouterError(
-        f"header route must be {{'header': NAME, 'value': VALUE}}, {{'header': NAME, "
-        f"'pattern': REGEX}} or {{'cookie': NAME}}, got {match!r}"
-    )
-
 
 class KubeRouter:
     """Common shape of the Kubernetes routers: one `KubeObjects`, `last_applied` per call."""

@@ -35,6 +35,17 @@ def percent_of(part: float, total: float) -> int:
     return round_half_up(100 * part / total) if total else 0
 
 
+def agreed_weight(where: object, what: str, weights: dict[str, int]) -> int:
+    """The canary weight all managed routes give (described -> weight); RouterError when they
+    disagree (someone edited one by hand), since no single weight would be true."""
+    if len(set(weights.values())) > 1:
+        raise RouterError(
+            f"{where}: the managed {what} give the canary different weights ("
+            + "; ".join(f"{k}: {v}%" for k, v in weights.items())
+            + "); set a weight to align them")
+    return next(iter(weights.values()))
+
+
 def refuse_ambiguous(where: object, what: str, candidates: Sequence[str], field: str,
                      forms: str) -> RouterError:
     """More than one route could be the managed one and the policy names none."""

@@ -30,8 +30,9 @@ from typing import Any
 
 from analyzer.policy import Policy
 from analyzer.policy import SeldonV2Router as SeldonV2Config
+from analyzer.routers.arguments import KEEP
 from analyzer.routers.base import RouterError, TrafficSplit
-from analyzer.routers.kube.objects import KEEP, KubeObjects, ObjectRef, SingleObjectRouter
+from analyzer.routers.kube.objects import KubeObjects, ObjectRef, SingleObjectRouter
 from analyzer.routers.kube.routing import as_dict, as_list, percent_of
 
 API_VERSION = "mlops.seldon.io/v1alpha1"

@@ -18,8 +18,9 @@ from typing import Any
 
 from analyzer.policy import Policy
 from analyzer.policy import SmiRouter as SmiConfig
+from analyzer.routers.arguments import KEEP
 from analyzer.routers.base import RouterError, TrafficSplit
-from analyzer.routers.kube.objects import KEEP, KubeObjects, ObjectRef, SingleObjectRouter
+from analyzer.routers.kube.objects import KubeObjects, ObjectRef, SingleObjectRouter
 from analyzer.routers.kube.routing import as_dict, as_list, percent_of
 
 API_VERSION = "split.smi-spec.io/v1alpha4"
