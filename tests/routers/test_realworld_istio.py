@@ -15,7 +15,18 @@ import pytest
 import yaml
 
 from analyzer.routers.base import RouterError
-from tests.routers.realworld import every_operation, get, live, offline, seed, without_meta
+from analyzer.routers.factory import build_router
+from tests.routers.realworld import (
+    FIXTURES,
+    every_operation,
+    fixture,
+    get,
+    live,
+    make_policy,
+    offline,
+    seed,
+    without_meta,
+)
 
 pytestmark = pytest.mark.kube
 
@@ -482,3 +493,38 @@ def test_weight_header_mirror_reset_on_every_object(kube_cluster, kube_namespace
     for obj in seeded:
         if obj["kind"] == "DestinationRule":
             assert without_meta(get(kube_cluster, obj, kube_namespace)) == without_meta(obj)
+
+
+def test_users_own_set_cookie_on_the_canary_is_kept_and_never_replaced():
+    """Flagger's route with a user `set-cookie` on the canary destination (added here): sticky
+    sessions refuse to replace it, and a reset (a rollback) still works and keeps it."""
+    objs = fixture("istio/flagger-faq-frontend.yaml")
+    canary = objs[0]["spec"]["http"][0]["route"][1]
+    canary["headers"] = {"response": {"add": {"set-cookie": "theme=dark"}}}
+    cfg = {"provider": "istio", "virtualService": "frontend", "stableHost": "podinfo-primary",
+           "canaryHost": "podinfo-canary", "stickySessions": {}}
+    router = build_router(make_policy(cfg, namespace="test"), current_object=objs)
+    with pytest.raises(RouterError, match="already sets a cookie \\('theme=dark'\\)"):
+        router.set_weight(10)
+    router.reset()
+    assert router.get_weight().canary_weight == 0
+
+
+def test_canary_route_prints_no_anchors(tmp_path):
+    """`canary route --current ... -o yaml` on Argo's routes with ports: no `&id001` either."""
+    from typer.testing import CliRunner
+
+    from analyzer.cli.app import app
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(make_policy(
+        {"provider": "istio", "virtualService": "vsvc", "stableHost": "stable",
+         "canaryHost": "canary", "routes": ["primary"]},
+        namespace="default").model_dump(mode="json", exclude_none=True)))
+    result = CliRunner().invoke(app, [
+        "route", str(policy), "--weight", "20", "--header-pattern", "x-user=beta-.*",
+        "--mirror", "5", "-o", "yaml",
+        "--current", str(FIXTURES / "istio/argo-vsvc-with-extra.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "&id" not in result.output and "*id" not in result.output
+    assert "A/B: header x-user matching beta-.* -> canary" in " ".join(result.output.split())

@@ -234,8 +234,8 @@ class GatewayApiRouter(SingleObjectRouter):
         assert stable is not None
         canary = copy.deepcopy(self._ref(r.body, self.cfg.canaryService)
                                or self._canary_ref(stable))
-        self._guarded(where, r, lambda: rules_.set_response_header(
-            canary, "Set-Cookie", None, self._is_our_cookie))
+        if self.cfg.stickySessions is not None:  # our rules do not hand out the cookie
+            rules_.set_response_header(canary, "Set-Cookie", None, self._is_our_cookie)
         out = []
         if ab is not None:
             matches = self._with(where, r, rules_.header_match(ab))

@@ -195,7 +195,8 @@ def set_response_header(ref: dict[str, Any], name: str, value: str | None,
     body = modifier.setdefault("responseHeaderModifier", {})
     add = [h for h in as_list(body.get("add")) if not (
         str(as_dict(h).get("name")).lower() == name.lower() and mine(as_dict(h).get("value")))]
-    if any(str(as_dict(h).get("name")).lower() == name.lower() for h in add):
+    if value is not None and any(str(as_dict(h).get("name")).lower() == name.lower()
+                                 for h in add):
         raise RouterError(f"backend {ref.get('name')} already gets a {name} response header; "
                           "sticky sessions would clash with it")
     if value is not None:

@@ -288,6 +288,8 @@ class IstioRouter(SingleObjectRouter):
         add = as_dict(as_dict(as_dict(headers).get("response")).get("add"))
         current = add.get("set-cookie")
         if current is not None and not is_our_cookie(current, self._sticky_name()):
+            if give is None:
+                return  # the user's cookie
             raise RouterError(f"{where}: route {r.describe()}: the canary destination already "
                               f"sets a cookie ({current!r}); sticky sessions would replace it")
         if give is None:
