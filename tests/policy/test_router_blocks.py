@@ -20,7 +20,8 @@ def policy(router: dict[str, Any], strategy: dict[str, Any] | None = None) -> An
         "apiVersion": "canary-analyzer.io/v1alpha1", "kind": "RolloutPolicy",
         "metadata": {"name": "p"},
         "spec": {"target": {"service": "web", "stable": "v1", "canary": "v2"},
-                 "router": router, "strategy": strategy or {"steps": [10, 50]}}}))
+                 "router": router, "strategy": strategy or {"steps": [10, 50]},
+                 "metrics": {"source": "simulate", "allowSimulatedMetrics": True}}}))
 
 
 def refused(router: dict[str, Any], strategy: dict[str, Any] | None = None) -> str:

@@ -100,6 +100,8 @@ def make_policy(router: dict[str, Any], *, namespace: str, service: str = "svc",
                        "canary": canary},
             "router": router,
             "strategy": strategy or {"steps": [10, 50]},
+            # routers do not read metrics; invented traffic is allowed next to them here only
+            "metrics": {"source": "simulate", "allowSimulatedMetrics": True},
         },
     })
 
