@@ -528,3 +528,24 @@ def test_canary_route_prints_no_anchors(tmp_path):
     assert result.exit_code == 0, result.output
     assert "&id" not in result.output and "*id" not in result.output
     assert "A/B: header x-user matching beta-.* -> canary" in " ".join(result.output.split())
+
+
+def test_discovery_once_per_router_and_again_after_a_404(kube_cluster, kube_namespace,
+                                                          kube_fault_proxy):
+    """Served versions are discovered once per router; a 404 (a CRD may have changed its
+    versions) makes the next call discover them again."""
+    seed(kube_cluster, kube_namespace, "istio/bookinfo-reviews-80-20.yaml")
+    api = kube_cluster.api_client(host=kube_fault_proxy.url)
+    cfg = {**SUBSETS, "virtualService": "reviews", "destinationRule": "reviews"}
+    router = build_router(make_policy(cfg, namespace=kube_namespace), api_client=api)
+    for w in (10, 20, 30):
+        router.set_weight(w)
+    group = [r for r in kube_fault_proxy.requests if r.path == "/apis/networking.istio.io"]
+    assert len(group) == 1
+    missing = build_router(make_policy({**cfg, "virtualService": "gone"},
+                                       namespace=kube_namespace), api_client=api)
+    for _ in range(2):
+        with pytest.raises(RouterError, match="does not exist"):
+            missing.get_weight()
+    group = [r for r in kube_fault_proxy.requests if r.path == "/apis/networking.istio.io"]
+    assert len(group) == 3

@@ -95,6 +95,13 @@ class Discovery:
             self._resources[key] = frozenset(names)
         return plural in self._resources[key]
 
+    def forget(self, group: str) -> None:
+        """Drop what is known of `group` (after a 404: its CRD may have changed versions)."""
+        with self._lock:
+            self._groups.pop(group, None)
+            for key in [k for k in self._resources if k[0] == group]:
+                del self._resources[key]
+
     def resolve(self, group: str, kind: str, plural: str,
                 supported: Sequence[str]) -> Resolution:
         """The version of `group`/`plural` to read and write. RouterError when the group is

@@ -365,6 +365,7 @@ class KubeObjects:
         status = getattr(e, "status", "?")
         msg = _api_message(e)
         if status == 404:
+            self.discovery.forget(ref.group)  # the next call discovers the versions again
             note = self._notes.get(ref.key)
             if note:
                 return RouterError(f"cannot {action} {ref}: it does not exist, and {note} "
