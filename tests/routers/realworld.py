@@ -9,10 +9,10 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from analyzer.policy import Policy
 from analyzer.routers.base import Router
 from analyzer.routers.factory import build_router
 from analyzer.routers.kube.inputs import load_objects
+from tests.routers.conftest import make_policy
 from tests.support.kube_cluster import KubeApiError, KubeCluster
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "realworld"
@@ -88,22 +88,6 @@ def exists(cluster: KubeCluster, obj: dict[str, Any], namespace: str) -> bool:
             return False
         raise
     return True
-
-
-def make_policy(router: dict[str, Any], *, namespace: str, service: str = "svc",
-                stable: str = "v1", canary: str = "v2", strategy: dict[str, Any] | None = None,
-                name: str = "realworld") -> Policy:
-    return Policy.model_validate({
-        "metadata": {"name": name},
-        "spec": {
-            "target": {"namespace": namespace, "service": service, "stable": stable,
-                       "canary": canary},
-            "router": router,
-            "strategy": strategy or {"steps": [10, 50]},
-            # routers do not read metrics; invented traffic is allowed next to them here only
-            "metrics": {"source": "simulate", "allowSimulatedMetrics": True},
-        },
-    })
 
 
 def live(cluster: KubeCluster, router: dict[str, Any], namespace: str, **policy: Any) -> Router:

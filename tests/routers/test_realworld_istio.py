@@ -16,13 +16,13 @@ import yaml
 
 from analyzer.routers.base import RouterError
 from analyzer.routers.factory import build_router
+from tests.routers.conftest import make_policy
 from tests.routers.realworld import (
     FIXTURES,
     every_operation,
     fixture,
     get,
     live,
-    make_policy,
     offline,
     seed,
     without_meta,

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from analyzer.routers.base import RouterError
 from analyzer.routers.factory import build_router
-from tests.routers.realworld import FIXTURES, fixture, make_policy
+from tests.routers.conftest import make_policy
+from tests.routers.realworld import FIXTURES, fixture
 
 SUBSETS = {"provider": "istio", "stableSubset": "v1", "canarySubset": "v2"}
 CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [

@@ -13,7 +13,8 @@ import yaml
 
 from analyzer.routers.base import RouterError
 from analyzer.routers.factory import build_router
-from tests.routers.realworld import make_policy, seed
+from tests.routers.conftest import make_policy
+from tests.routers.realworld import seed
 
 pytestmark = pytest.mark.kube
 
