@@ -2,7 +2,8 @@
 
     canary route POLICY                          # show the current split
     canary route POLICY --weight 20              # 20% to the canary
-    canary route POLICY --header x-canary=always # A/B route (--cookie NAME, --no-header)
+    canary route POLICY --header x-canary=always # A/B route (--header-pattern NAME=REGEX,
+                                                 #   --cookie NAME, --no-header)
     canary route POLICY --mirror 50              # mirror 50% (--mirror 0 removes it)
     canary route POLICY --reset                  # all traffic to stable, no A/B, no mirror
     canary route POLICY --weight 20 --dry-run -o yaml [--current FILE]
@@ -34,14 +35,18 @@ def _fail(message: str) -> typer.Exit:
 
 def _describe(split: TrafficSplit) -> str:
     text = f"stable {100 - split.canary_weight}% / canary {split.canary_weight}%"
-    if split.header_route:
-        if "cookie" in split.header_route:
-            text += f"; A/B: cookie {split.header_route['cookie']}=always -> canary"
+    route = split.header_route
+    if route:
+        if "cookie" in route:
+            text += f"; A/B: cookie {route['cookie']}=always -> canary"
+        elif "pattern" in route:
+            text += f"; A/B: header {route.get('header')} matching {route['pattern']} -> canary"
         else:
-            text += (f"; A/B: header {split.header_route['header']}: "
-                     f"{split.header_route['value']} -> canary")
+            text += f"; A/B: header {route.get('header')}: {route.get('value')} -> canary"
     if split.mirror_percent is not None:
         text += f"; mirror {split.mirror_percent:g}% -> canary"
+    if split.sticky:
+        text += f"; sticky sessions: {split.sticky}"
     return text
 
 
@@ -62,7 +67,15 @@ def _print_objects(objects: list[dict[str, Any]], output: str) -> None:
         for o in objects:  # a file, not an API object: show it as nginx will read it
             typer.echo(f"# {o['path']}\n{o['content']}".rstrip())
     else:
-        typer.echo(yaml.safe_dump_all(objects, sort_keys=False).rstrip())
+        typer.echo(yaml.dump_all(objects, Dumper=_NoAliases, sort_keys=False).rstrip())
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Prints a value shared by two places twice rather than as an anchor (`&id001`) and an
+    alias, which a reader of `kubectl get -o yaml` output does not expect."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 @app.command()
@@ -72,6 +85,9 @@ def route(
                                       help="percent of live traffic to the canary (0-100)"),
     header: str | None = typer.Option(None, "--header", metavar="NAME=VALUE",
                                       help="A/B: requests with this header go to the canary"),
+    header_pattern: str | None = typer.Option(
+        None, "--header-pattern", metavar="NAME=REGEX",
+        help="A/B: requests whose header matches REGEX go to the canary"),
     cookie: str | None = typer.Option(None, "--cookie", metavar="NAME",
                                       help="A/B: requests with cookie NAME=always go to the "
                                            "canary"),
@@ -94,20 +110,23 @@ def route(
     """Set the canary's traffic share, A/B route or mirror through the policy's router."""
     from analyzer.routers.base import Router, RouterError
     from analyzer.routers.factory import build_router
-    from analyzer.routers.kube.objects import load_objects
+    from analyzer.routers.kube.inputs import load_objects
 
     if output not in (None, "yaml", "json"):
         raise typer.BadParameter("must be yaml or json", param_hint="-o/--output")
     match: dict[str, str] | None = None
-    if sum(x is not None and x is not False for x in (header, cookie, no_header or None)) > 1:
-        raise typer.BadParameter("give one of --header, --cookie, --no-header",
+    if sum(x is not None and x is not False
+           for x in (header, header_pattern, cookie, no_header or None)) > 1:
+        raise typer.BadParameter("give one of --header, --header-pattern, --cookie, --no-header",
                                  param_hint="--header")
-    if header is not None:
-        name, sep, value = header.partition("=")
-        if not sep or not name.strip() or not value:
-            raise typer.BadParameter(f"expected NAME=VALUE, got {header!r}", param_hint="--header")
-        match = {"header": name.strip(), "value": value}
-    elif cookie is not None:
+    for flag, given, key, shape in (("--header", header, "value", "NAME=VALUE"),
+                                    ("--header-pattern", header_pattern, "pattern", "NAME=REGEX")):
+        if given is not None:
+            name, sep, value = given.partition("=")
+            if not sep or not name.strip() or not value:
+                raise typer.BadParameter(f"expected {shape}, got {given!r}", param_hint=flag)
+            match = {"header": name.strip(), key: value}
+    if cookie is not None:
         if not cookie.strip():
             raise typer.BadParameter("expected a cookie name", param_hint="--cookie")
         match = {"cookie": cookie.strip()}

@@ -122,9 +122,11 @@ class RolloutPlan:
         raw = strategy.weight_steps()
         header: dict[str, str] | None = None
         if strategy.match is not None:
-            if strategy.match.header is not None:
-                header = {"header": strategy.match.header.name,
-                          "value": strategy.match.header.value}
+            h = strategy.match.header
+            if h is not None and h.regex is not None:
+                header = {"header": h.name, "pattern": h.regex}
+            elif h is not None and h.value is not None:
+                header = {"header": h.name, "value": h.value}
             elif strategy.match.cookie is not None:
                 header = {"cookie": strategy.match.cookie.name}
         steps: list[Step] = []

@@ -32,6 +32,7 @@ _INVOLVED: dict[str, tuple[str, str, str, str]] = {
     "knative": ("serving.knative.dev/v1", "Service", "services", "knativeService"),
     "seldon": ("machinelearning.seldon.io/v1", "SeldonDeployment", "seldondeployments",
                "seldonDeployment"),
+    "seldon-v2": ("mlops.seldon.io/v1alpha1", "Experiment", "experiments", "experiment"),
     "kubernetes": ("apps/v1", "Deployment", "deployments", "canaryDeployment"),
     "gateway-api": ("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", "httpRoute"),
     "smi": ("split.smi-spec.io/v1alpha4", "TrafficSplit", "trafficsplits", "trafficSplit"),

@@ -59,7 +59,9 @@ from analyzer.policy.routers import (
     NginxLocalRouter,
     RouterSpec,
     SeldonRouter,
+    SeldonV2Router,
     SmiRouter,
+    StickySessions,
 )
 from analyzer.policy.schema import json_schema
 from analyzer.policy.strategy import (
@@ -108,10 +110,12 @@ __all__ = [
     "PrometheusSource",
     "RouterSpec",
     "SeldonRouter",
+    "SeldonV2Router",
     "SimulateSource",
     "SimulatedVersion",
     "SmiRouter",
     "Spec",
+    "StickySessions",
     "Strategy",
     "Target",
     "ThresholdCheck",

@@ -143,14 +143,32 @@ class Spec(Model):
     @model_validator(mode="after")
     def _strategy_fits_router(self) -> Spec:
         provider = self.router.provider
-        if self.strategy.type == "ab" and provider in ("kubernetes", "smi", "seldon"):
-            raise ValueError(f"router {provider} cannot route by header or cookie (strategy ab)")
-        if self.strategy.type == "ab" and self.strategy.match and self.strategy.match.cookie and (
+        strategy = self.strategy
+        match = strategy.match
+        if strategy.type == "ab" and provider in ("kubernetes", "smi", "seldon", "seldon-v2"):
+            hint = (" (a client can call the canary model directly with the header "
+                    "seldon-model: <canary>)" if provider == "seldon-v2" else "")
+            raise ValueError(f"router {provider} cannot route by header or cookie (strategy "
+                             f"ab){hint}")
+        if strategy.type == "ab" and match and match.cookie and (
             provider not in ("nginx-ingress", "istio", "dry-run")
         ):
             raise ValueError(f"router {provider} cannot route by cookie")
-        if self.strategy.type in ("mirror",) and provider not in ("istio", "seldon", "dry-run"):
+        if strategy.type == "ab" and match and match.header and match.header.regex and (
+            provider not in ("nginx-ingress", "istio", "gateway-api", "dry-run")
+        ):
+            raise ValueError(f"router {provider} cannot match a header by regex")
+        mirrors = ("istio", "seldon", "seldon-v2", "gateway-api", "dry-run")
+        if strategy.type == "mirror" and provider not in mirrors:
             raise ValueError(f"router {provider} cannot mirror traffic (strategy mirror)")
+        if strategy.mirrorPercent is not None and provider not in mirrors:
+            raise ValueError(f"router {provider} cannot mirror traffic (mirrorPercent)")
+        pct = strategy.mirrorPercent
+        if pct is not None and provider == "seldon-v2" and pct != int(pct):
+            raise ValueError("Seldon Core 2 mirrors whole percents: make mirrorPercent an integer")
+        if getattr(self.router, "stickySessions", None) and strategy.type != "canary":
+            raise ValueError(f"router.stickySessions applies to strategy type canary, not "
+                             f"{strategy.type}")
         return self
 
     @model_validator(mode="after")

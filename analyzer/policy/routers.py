@@ -3,17 +3,53 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
     Field,
+    field_validator,
     model_validator,
 )
 
 from analyzer.policy.base import (
+    Duration,
     K8sName,
     Model,
 )
+
+# --------------------------------------------------------------------------- shared blocks
+
+# `http[2]`, `tls[0]`, `tcp[1]`: a route by position (the user's routes only, 0-based).
+ROUTE_INDEX = re.compile(r"^(http|tls|tcp)\[(\d+)\]$")
+
+
+class StickySessions(Model):
+    """Sticky sessions during a weighted canary (Istio, Gateway API): a user the canary served
+    once gets a cookie and keeps reaching the canary until it expires or the rollout ends; at
+    rollback the cookie is expired and its holders go back to stable. See docs/routers.md."""
+
+    cookieName: str = Field(
+        default="canary-analyzer", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+        description="name of the cookie that keeps a user on the canary",
+    )
+    maxAge: Duration = Field(
+        default=timedelta(hours=24), description="lifetime of the cookie (Max-Age)"
+    )
+
+    @field_validator("maxAge")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() < 1:
+            raise ValueError("maxAge must be at least 1s")
+        return v
+
+
+class IstioDestination(Model):
+    host: str = Field(min_length=1)
+    subset: str | None = None
+
 
 # --------------------------------------------------------------------------- routers
 
@@ -24,9 +60,19 @@ class IstioRouter(Model):
     provider: Literal["istio"]
     virtualService: K8sName
     routes: list[str] | None = Field(
-        default=None,
-        description="names of the http routes to manage; default: every route that sends "
-        "traffic to the stable destination",
+        default=None, min_length=1,
+        description="the routes to manage: http route names, or `http[N]`, `tls[N]`, "
+        "`tcp[N]` (N counts the VirtualService's own routes from 0, not the ones the analyzer "
+        "adds); default: the one route that sends traffic to the stable destination (with "
+        "more than one such route, the router refuses and lists them)",
+    )
+    keepDestinations: list[IstioDestination] = Field(
+        default_factory=list,
+        description="other weighted destinations of the managed routes whose weight is kept "
+        "(stable gets 100 - canary - theirs)",
+    )
+    stickySessions: StickySessions | None = Field(
+        default=None, description="keep users the canary served on the canary (canary strategy)"
     )
     destinationRule: K8sName | None = Field(
         default=None, description="DestinationRule holding the subsets (subset mode)"
@@ -57,7 +103,21 @@ class IstioRouter(Model):
             raise ValueError("subset mode needs both stableSubset and canarySubset")
         if hosts and (self.stableHost is None or self.canaryHost is None):
             raise ValueError("two-host mode needs both stableHost and canaryHost")
+        if hosts and self.host is not None:
+            raise ValueError("host applies to subset mode; two-host mode uses stableHost and "
+                             "canaryHost")
         return self
+
+    @field_validator("routes")
+    @classmethod
+    def _route_names(cls, routes: list[str] | None) -> list[str] | None:
+        for r in routes or []:
+            if not r or (("[" in r or "]" in r) and not ROUTE_INDEX.match(r)):
+                raise ValueError(f"route {r!r}: give an http route name or http[N], tls[N], "
+                                 "tcp[N]")
+        if routes is not None and len(set(routes)) != len(routes):
+            raise ValueError("routes are listed twice")
+        return routes
 
 
 class NginxIngressRouter(Model):
@@ -70,6 +130,16 @@ class NginxIngressRouter(Model):
         description="the canary Ingress; default: '<ingress>-canary', created when absent",
     )
     canaryService: K8sName = Field(description="the Service the canary Ingress sends traffic to")
+    annotationPrefix: str = Field(
+        default="nginx.ingress.kubernetes.io",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="the controller's --annotations-prefix",
+    )
+    stickySessions: bool = Field(
+        default=False,
+        description="users the canary served stay on it (ingress-nginx session affinity: the "
+        "stable Ingress must set `<prefix>/affinity: cookie`); canary strategy",
+    )
 
 
 class KnativeRouter(Model):
@@ -92,6 +162,20 @@ class SeldonRouter(Model):
     canaryPredictor: K8sName | None = Field(default=None, description="default: target.canary")
 
 
+class SeldonV2Router(Model):
+    """Seldon Core 2 `Experiment` (mlops.seldon.io): candidate weights and the mirror."""
+
+    provider: Literal["seldon-v2"]
+    experiment: K8sName = Field(
+        description="the Experiment; its `default` must be the stable model (or pipeline)"
+    )
+    stableModel: K8sName | None = Field(default=None, description="default: target.stable")
+    canaryModel: K8sName | None = Field(default=None, description="default: target.canary")
+    resourceType: Literal["model", "pipeline"] = Field(
+        default="model", description="what the Experiment splits (its spec.resourceType)"
+    )
+
+
 class KubernetesRouter(Model):
     """Replica ratio of two Deployments behind one Service (ratio = weight, total kept)."""
 
@@ -111,9 +195,14 @@ class GatewayApiRouter(Model):
     stableService: K8sName
     canaryService: K8sName
     port: int | None = Field(default=None, ge=1, le=65535)
-    rules: list[int] | None = Field(
-        default=None,
-        description="indexes of the rules to manage; default: every rule naming stableService",
+    rules: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, min_length=1,
+        description="indexes of the rules to manage (the HTTPRoute's own rules, from 0, not the "
+        "ones the analyzer adds); default: the one rule with a backendRef to stableService "
+        "(with more than one, the router refuses and lists them)",
+    )
+    stickySessions: StickySessions | None = Field(
+        default=None, description="keep users the canary served on the canary (canary strategy)"
     )
 
 
@@ -152,6 +241,7 @@ RouterSpec = Annotated[
     | NginxIngressRouter
     | KnativeRouter
     | SeldonRouter
+    | SeldonV2Router
     | KubernetesRouter
     | GatewayApiRouter
     | SmiRouter
@@ -160,6 +250,6 @@ RouterSpec = Annotated[
     Field(discriminator="provider"),
 ]
 PROVIDERS = (
-    "istio", "nginx-ingress", "knative", "seldon", "kubernetes", "gateway-api", "smi", "nginx",
-    "dry-run",
+    "istio", "nginx-ingress", "knative", "seldon", "seldon-v2", "kubernetes", "gateway-api",
+    "smi", "nginx", "dry-run",
 )

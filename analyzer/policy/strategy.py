@@ -37,7 +37,20 @@ Step = Annotated[int, Field(ge=0, le=100)] | PauseStep
 
 class HeaderMatch(Model):
     name: str = Field(pattern=r"^[A-Za-z0-9-]+$", description="HTTP header name")
-    value: str = Field(min_length=1, description="exact value that selects the canary")
+    value: str | None = Field(
+        default=None, min_length=1, description="exact value that selects the canary"
+    )
+    regex: str | None = Field(
+        default=None, min_length=1,
+        description="regular expression (RE2/PCRE) the value must match; Istio, Gateway API "
+        "and NGINX Ingress (canary-by-header-pattern)",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> HeaderMatch:
+        if (self.value is None) == (self.regex is None):
+            raise ValueError("give exactly one of value or regex")
+        return self
 
 
 class CookieMatch(Model):

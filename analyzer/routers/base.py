@@ -16,8 +16,13 @@ class TrafficSplit:
     """What a router reads back: the canary's percent of live traffic, and A/B and mirror state."""
 
     canary_weight: int
-    header_route: dict[str, str] | None = None  # e.g. {"header": "x-canary", "value": "1"}
+    # e.g. {"header": "x-canary", "value": "1"}, {"header": "x-user", "pattern": "test.*"},
+    # {"cookie": "canary"}
+    header_route: dict[str, str] | None = None
     mirror_percent: float | None = None
+    # While sticky sessions hold canary users on the canary: how (e.g. "cookie
+    # canary-analyzer=3f2a..."); None otherwise.
+    sticky: str | None = None
 
 
 @runtime_checkable
@@ -36,7 +41,8 @@ class Router(Protocol):
     def set_weight(self, canary_percent: int) -> None: ...
 
     def set_header_route(self, match: dict[str, str] | None) -> None:
-        """match: {"header": name, "value": v} or {"cookie": name}; None removes the route."""
+        """match: {"header": name, "value": v}, {"header": name, "pattern": regex} or
+        {"cookie": name}; None removes the route."""
 
     def set_mirror(self, percent: float | None) -> None:
         """Mirror `percent` of live traffic to the canary; None removes mirroring."""

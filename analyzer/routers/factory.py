@@ -16,6 +16,7 @@ KUBE_ROUTERS = {
     "nginx-ingress": ("analyzer.routers.kube.nginx_ingress", "NginxIngressRouter"),
     "knative": ("analyzer.routers.kube.knative", "KnativeRouter"),
     "seldon": ("analyzer.routers.kube.seldon", "SeldonRouter"),
+    "seldon-v2": ("analyzer.routers.kube.seldon_v2", "SeldonV2Router"),
     "kubernetes": ("analyzer.routers.kube.replicas", "KubernetesRouter"),
     "gateway-api": ("analyzer.routers.kube.gateway_api", "GatewayApiRouter"),
     "smi": ("analyzer.routers.kube.smi", "SmiRouter"),

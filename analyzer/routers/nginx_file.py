@@ -26,8 +26,8 @@ from typing import Any
 
 from analyzer.policy import NginxLocalRouter as NginxLocalConfig
 from analyzer.policy import Policy
+from analyzer.routers.arguments import KEEP, check_match, check_mirror, check_weight
 from analyzer.routers.base import RouterError, TrafficSplit
-from analyzer.routers.kube.objects import KEEP, check_match, check_mirror, check_weight
 
 PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # no Kubernetes API at all
 NGINX_TIMEOUT = 30.0
@@ -39,6 +39,9 @@ def render_upstream(
     """The include file for `weight` percent to the canary (and an optional A/B match)."""
     weight = check_weight(weight)
     match = check_match(match)
+    if match is not None and "pattern" in match:
+        raise RouterError("the nginx router matches exact header values only; give a value, "
+                          "not a regex")
     if weight == 0:
         servers = [f"server {stable} weight=100;", f"server {canary} down;"]
     elif weight == 100:

@@ -26,8 +26,8 @@ def _engine(objs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_overlays_exist() -> None:
     assert {"single", "ha"} <= set(OVERLAYS)
-    assert set(COMPONENTS) == {"istio", "nginx-ingress", "knative", "seldon", "kubernetes",
-                               "gateway-api", "smi"}
+    assert set(COMPONENTS) == {"istio", "nginx-ingress", "knative", "seldon", "seldon-v2",
+                               "kubernetes", "gateway-api", "smi"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -26,6 +26,7 @@ from tests.routers.conftest import (
     KNATIVE_SERVICE,
     KUBERNETES,
     NGINX_INGRESS,
+    NS,
     SELDON,
     SELDON_DEPLOYMENT,
     SMI,
@@ -174,6 +175,10 @@ SCENARIOS: dict[str, tuple[list[dict], dict, str, bool, bool]] = {
                    KUBERNETES, "checkout", False, False),
     "gateway-api": ([HTTP_ROUTE], GATEWAY, "checkout", True, False),
     "smi": ([TRAFFIC_SPLIT], SMI, "checkout", False, False),
+    "seldon-v2": ([{"apiVersion": "mlops.seldon.io/v1alpha1", "kind": "Experiment",
+                    "metadata": {"name": "iris", "namespace": NS},
+                    "spec": {"default": "v1", "candidates": [{"name": "v1", "weight": 100}]}}],
+                  {"provider": "seldon-v2", "experiment": "iris"}, "checkout", False, True),
 }
 
 

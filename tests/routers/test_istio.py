@@ -55,18 +55,21 @@ def test_same_weight_twice_writes_nothing(istio: Kube) -> None:
     assert istio.get(*VS)["metadata"]["resourceVersion"] == stored["resourceVersion"]
 
 
-def test_header_route_is_first_and_removable(istio: Kube) -> None:
+def test_header_route_sits_before_its_route_and_is_removable(istio: Kube) -> None:
     router = istio.router(ISTIO, strategy={"type": "ab", "match": {
         "header": {"name": "X-Canary", "value": "always"}}})
     router.set_header_route({"header": "X-Canary", "value": "always"})
     routes = istio.get(*VS)["spec"]["http"]
-    assert routes[0]["name"] == "canary-analyzer-ab"
-    assert routes[0]["match"] == [{"headers": {"x-canary": {"exact": "always"}}}]
-    assert routes[0]["route"] == [{"destination": {"host": "checkout", "subset": "canary"}}]
+    assert [r["name"] for r in routes] == [
+        "admin", "canary-analyzer-ab-primary", "primary", "legacy"]
+    assert routes[1]["match"] == [{"headers": {"x-canary": {"exact": "always"}}}]
+    assert routes[1]["route"] == [{"destination": {"host": "checkout", "subset": "canary"},
+                                   "headers": {"response": {"set": {"x-served-by": "checkout"}}}}]
     assert router.get_weight().header_route == {"header": "x-canary", "value": "always"}
     assert router.get_weight().canary_weight == 0
     router.set_header_route({"header": "X-Canary", "value": "always"})  # idempotent
-    assert [r["name"] for r in istio.get(*VS)["spec"]["http"]].count("canary-analyzer-ab") == 1
+    assert [r["name"] for r in istio.get(*VS)["spec"]["http"]].count(
+        "canary-analyzer-ab-primary") == 1
     router.set_header_route(None)
     assert [r["name"] for r in istio.get(*VS)["spec"]["http"]] == ["admin", "primary", "legacy"]
     assert router.get_weight().header_route is None
@@ -75,8 +78,8 @@ def test_header_route_is_first_and_removable(istio: Kube) -> None:
 def test_cookie_route(istio: Kube) -> None:
     router = istio.router(ISTIO)
     router.set_header_route({"cookie": "canary_user"})
-    first = istio.get(*VS)["spec"]["http"][0]
-    assert "canary_user=always" in first["match"][0]["headers"]["cookie"]["regex"]
+    ab = http(istio)["canary-analyzer-ab-primary"]
+    assert "canary_user=always" in ab["match"][0]["headers"]["cookie"]["regex"]
     assert router.get_weight().header_route == {"cookie": "canary_user"}
 
 

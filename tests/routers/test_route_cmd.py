@@ -54,7 +54,7 @@ def test_offline_dry_run_with_current_file(tmp_path):
     (obj,) = list(yaml.safe_load_all(result.stdout.split("dry run:")[0]))
     assert errors(obj) == []  # no server saw it: the upstream schema is the check here
     names = [r["name"] for r in obj["spec"]["http"]]
-    assert names == ["canary-analyzer-ab", "admin", "primary", "legacy"]
+    assert names == ["admin", "canary-analyzer-ab-primary", "primary", "legacy"]
     primary = obj["spec"]["http"][2]
     assert [d["weight"] for d in primary["route"]] == [80, 20]
     assert "would be stable 80% / canary 20%" in result.output

@@ -1,27 +1,35 @@
 """Shared Kubernetes plumbing for the routers: object references, raw dict reads, optimistic
 read-modify-write with a bounded 409 retry, dry-run capture and offline (`--current`) objects.
 
-Every write is a JSON merge patch (RFC 7386) that carries the `metadata.resourceVersion` the
-change was computed from, so the API server answers 409 Conflict when someone else wrote in
-between; the helper then reads again and recomputes. Objects are read as raw JSON (never through
-the client's typed models) and the patch holds only the fields that changed, so fields this
-client version does not know, other routes and other annotations are never rewritten.
+Custom resources are read and written in the version the API server serves them in
+(discovery.py): an `ObjectRef` names the versions its router reads, `KubeObjects.resolve` picks
+one, and error messages print it. Every write is a JSON merge patch (RFC 7386) that carries the
+`metadata.resourceVersion` the change was computed from, so the API server answers 409 Conflict
+when someone else wrote in between; the helper then reads again and recomputes. Objects are read
+as raw JSON (never through the client's typed models) and the patch holds only the fields that
+changed, so fields this client version does not know, other routes and other annotations are
+never rewritten.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import urllib3
 
+from analyzer.routers.arguments import KEEP, check_match, check_mirror, check_weight
 from analyzer.routers.base import RouterError
+from analyzer.routers.kube.discovery import Discovery
+from analyzer.routers.kube.inputs import api_client_from_config
 
 # Bounded retry on 409 Conflict: enough for a handful of concurrent writers, never endless.
 DEFAULT_CONFLICT_RETRIES = 8
@@ -30,6 +38,9 @@ DEFAULT_REQUEST_TIMEOUT = (5.0, 30.0)
 MERGE_PATCH = "application/merge-patch+json"
 
 Mutator = Callable[[dict[str, Any]], None]
+# What a misshapen object (a list where a mapping belongs, a string weight) raises in a router's
+# reading of it; turned into a RouterError naming the object, never a traceback.
+SHAPE_ERRORS = (TypeError, KeyError, AttributeError, ValueError, IndexError)
 # What a dead or hung API server raises through urllib3 (the client's own HTTP errors are
 # ApiException and handled separately).
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
@@ -38,13 +49,18 @@ _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 @dataclass(frozen=True)
 class ObjectRef:
     """Names one namespaced object: `ObjectRef("networking.istio.io/v1", "VirtualService",
-    "virtualservices", "default", "checkout")`."""
+    "virtualservices", "default", "checkout", versions=("v1", "v1beta1", "v1alpha3"))`.
+
+    `versions`: the versions the router reads, newest first (empty: only `api_version`'s, as for
+    built-in kinds); `KubeObjects.resolve` returns the ref at the version the server serves.
+    """
 
     api_version: str
     kind: str
     plural: str
     namespace: str
     name: str
+    versions: tuple[str, ...] = ()
 
     @property
     def group(self) -> str:
@@ -61,26 +77,15 @@ class ObjectRef:
     def __str__(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name} ({self.api_version})"
 
+    def at(self, version: str) -> ObjectRef:
+        """The same object at another version of its group."""
+        return dataclasses.replace(self, api_version=f"{self.group}/{version}")
 
-def api_client_from_config(kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """An ApiClient from an explicit kubeconfig, else in-cluster config, else ~/.kube/config."""
-    from kubernetes import client, config
-
-    try:
-        if kubeconfig:
-            return config.new_client_from_config(config_file=kubeconfig, context=context)
-        try:
-            cfg = client.Configuration()
-            config.load_incluster_config(client_configuration=cfg)
-            return client.ApiClient(cfg)
-        except config.ConfigException:
-            return config.new_client_from_config(context=context)
-    except (config.ConfigException, OSError, TypeError, ValueError) as e:
-        where = kubeconfig or "in-cluster config or ~/.kube/config"
-        raise RouterError(
-            f"cannot load Kubernetes credentials from {where}: {e}; pass --kubeconfig PATH, "
-            "or use --dry-run with --current FILE to work offline"
-        ) from None
+    def as_read(self, obj: Any) -> ObjectRef:
+        """The ref at the version `obj` (read through this ref) came in: for messages."""
+        api_version = str(obj.get("apiVersion", "")) if isinstance(obj, dict) else ""
+        group, _, version = api_version.rpartition("/")
+        return self.at(version) if version and group == self.group else self
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -151,31 +156,42 @@ class KubeObjects:
         self.last_applied: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._apis: dict[str, Any] = {}
+        self.discovery = Discovery(self._client, request_timeout)
+        self._notes: dict[tuple[str, str, str, str], str] = {}  # why a version is a guess
 
     # ------------------------------------------------------------------ raw API access
 
+    def _client(self) -> Any:
+        """The ApiClient, loading the configuration on first use."""
+        with self._lock:
+            if self._api_client is None:
+                self._api_client = api_client_from_config(self._kubeconfig)
+            return self._api_client
+
     def _api(self, name: str) -> Any:
+        client_ = self._client()
         with self._lock:
             if name not in self._apis:
                 from kubernetes import client
 
-                if self._api_client is None:
-                    self._api_client = api_client_from_config(self._kubeconfig)
                 cls = {
                     "custom": client.CustomObjectsApi,
                     "apps": client.AppsV1Api,
                     "networking": client.NetworkingV1Api,
                 }[name]
-                self._apis[name] = cls(self._api_client)
+                self._apis[name] = cls(client_)
             return self._apis[name]
 
-    def _call(self, ref: ObjectRef, verb: str, body: Any = None) -> dict[str, Any]:
+    def _call(self, ref: ObjectRef, verb: str, body: Any = None, *,
+              server_dry_run: bool = False) -> dict[str, Any]:
         opts: dict[str, Any] = {
             "_preload_content": False,
             "_request_timeout": self.request_timeout,
         }
         if verb == "patch":
             opts["_content_type"] = MERGE_PATCH
+        if server_dry_run:
+            opts["dry_run"] = "All"
         ns, name = ref.namespace, ref.name
         if (ref.api_version, ref.kind) == ("apps/v1", "Deployment"):
             api = self._api("apps")
@@ -208,14 +224,46 @@ class KubeObjects:
         data = resp.data if hasattr(resp, "data") else resp.read()
         return json.loads(data) if data else {}
 
+    # ------------------------------------------------------------------ versions
+
+    def resolve(self, ref: ObjectRef) -> ObjectRef:
+        """`ref` at the version its object is read and written in: offline, the version of the
+        given object; live, the one discovery picks (discovery.py). Refs without `versions`
+        (built-in kinds) stay as they are."""
+        if not ref.versions:
+            return ref
+        if self.offline:
+            obj = self.pending.get(ref.key) or self._current.get(ref.key)
+            if obj is None:
+                return ref
+            version = str(obj.get("apiVersion", "")).rpartition("/")[2]
+            if version not in ref.versions:
+                raise RouterError(
+                    f"{ref.kind} {ref.namespace}/{ref.name} is {obj.get('apiVersion')}; this "
+                    f"router reads {ref.group} {', '.join(ref.versions)}")
+            return ref.at(version)
+        found = self.discovery.resolve(ref.group, ref.kind, ref.plural, ref.versions)
+        if found.version is None:
+            self._notes[ref.key] = found.note
+            return ref
+        return ref.at(found.version)
+
     # ------------------------------------------------------------------ reads
 
     def read(self, ref: ObjectRef, *, missing_ok: bool = False) -> dict[str, Any] | None:
         """The object as a dict (a private copy); None when absent and `missing_ok`."""
+        ref = self.resolve(ref)
         if ref.key in self.pending:
             return copy.deepcopy(self.pending[ref.key])
         if self.offline:
             obj = self._current.get(ref.key)
+            other = next((o for k, o in self._current.items()
+                          if k[1:] == ref.key[1:] and k[0] != ref.group), None)
+            if obj is None and other is not None:
+                raise RouterError(
+                    f"the --current file has {ref.kind} {ref.namespace}/{ref.name} of "
+                    f"{other.get('apiVersion')}, another API group; this router reads "
+                    f"{ref.group} ({', '.join(ref.versions or (ref.version,))})")
             if obj is None and not missing_ok:
                 raise RouterError(
                     f"{ref} is not in the --current file; add it (kubectl get -o yaml) "
@@ -235,22 +283,29 @@ class KubeObjects:
 
     # ------------------------------------------------------------------ writes
 
-    def update(self, ref: ObjectRef, mutate: Mutator) -> dict[str, Any] | None:
+    def update(self, ref: ObjectRef, mutate: Mutator,
+               check: Callable[[dict[str, Any]], str | None] | None = None
+               ) -> dict[str, Any] | None:
         """Read, apply `mutate` to a copy, write the difference as a merge patch guarded by
         the read's resourceVersion; on 409 read again and recompute (bounded).
 
         `mutate` edits the dict in place and raises RouterError when the object is not shaped
         as expected (then nothing is written). Returns the written object, or None when the
         object already was as wanted (idempotent: no write at all).
+        `check`: live writes are first sent as a server-side dry run, and `check(result)` sees
+        the object as the server would store it (pruned and defaulted by the served schema);
+        a message it returns is raised as RouterError and nothing is written.
         """
         from kubernetes.client.exceptions import ApiException
 
+        ref = self.resolve(ref)
         last_conflict = ""
         for attempt in range(self.conflict_retries + 1):
             current = self.read(ref)
             assert current is not None
             wanted = copy.deepcopy(current)
-            mutate(wanted)
+            with shape_errors(ref.as_read(current), "nothing was applied"):
+                mutate(wanted)
             if wanted == current:
                 return None
             if self.dry_run:
@@ -260,6 +315,10 @@ class KubeObjects:
             if rv:
                 patch.setdefault("metadata", {})["resourceVersion"] = rv
             try:
+                if check is not None:
+                    problem = check(self._call(ref, "patch", patch, server_dry_run=True))
+                    if problem:
+                        raise RouterError(f"{ref}: {problem}; nothing was applied")
                 written = self._call(ref, "patch", patch)
             except ApiException as e:
                 if e.status == 409:
@@ -283,6 +342,7 @@ class KubeObjects:
         """Create; None when it already exists (AlreadyExists: the caller re-reads and updates)."""
         from kubernetes.client.exceptions import ApiException
 
+        ref = self.resolve(ref)
         if self.dry_run:
             return self._record(ref, body)
         try:
@@ -305,6 +365,11 @@ class KubeObjects:
         status = getattr(e, "status", "?")
         msg = _api_message(e)
         if status == 404:
+            self.discovery.forget(ref.group)  # the next call discovers the versions again
+            note = self._notes.get(ref.key)
+            if note:
+                return RouterError(f"cannot {action} {ref}: it does not exist, and {note} "
+                                   f"(API: {msg})")
             hint = "it does not exist; check the name and namespace in the policy"
             return RouterError(f"cannot {action} {ref}: {hint} (API: {msg})")
         if status in (401, 403):
@@ -315,6 +380,19 @@ class KubeObjects:
         return RouterError(
             f"cannot {action} {ref}: HTTP {status} (API: {msg}); nothing was applied"
         )
+
+
+@contextlib.contextmanager
+def shape_errors(ref: ObjectRef, consequence: str) -> Iterator[None]:
+    """Turns what a misshapen object makes a router raise into a RouterError naming it."""
+    try:
+        yield
+    except RouterError:
+        raise
+    except SHAPE_ERRORS as e:
+        raise RouterError(
+            f"{ref} is not shaped as this router expects ({type(e).__name__}: {e}); "
+            f"{consequence}; fix the object or the policy") from None
 
 
 def _transport_message(e: Exception) -> str:
@@ -329,7 +407,7 @@ def _backoff(attempt: int) -> None:
 
 def _key_of(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     api_version = str(obj.get("apiVersion", ""))
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     return (
         api_version.rpartition("/")[0],
         str(obj.get("kind", "")),
@@ -338,74 +416,7 @@ def _key_of(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     )
 
 
-def load_objects(text: str, source: str = "--current") -> list[dict[str, Any]]:
-    """Objects from YAML or JSON text: one document, several, or a `kind: List`."""
-    import yaml
-
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        raise RouterError(f"{source}: not valid YAML or JSON: {e}") from None
-    objects: list[dict[str, Any]] = []
-    for doc in docs:
-        if doc is None:
-            continue
-        if not isinstance(doc, dict):
-            raise RouterError(
-                f"{source}: expected Kubernetes objects, found a {type(doc).__name__}")
-        if str(doc.get("kind", "")).endswith("List") and isinstance(doc.get("items"), list):
-            objects.extend(i for i in doc["items"] if isinstance(i, dict))
-        else:
-            objects.append(doc)
-    for obj in objects:
-        if not obj.get("kind") or not (obj.get("metadata") or {}).get("name"):
-            raise RouterError(f"{source}: every object needs kind and metadata.name")
-    return objects
-
-
 # ---------------------------------------------------------------------- router scaffolding
-
-
-class _Keep:
-    """Marks an aspect (weight, header route, mirror) an operation leaves as it is."""
-
-    def __repr__(self) -> str:
-        return "KEEP"
-
-
-KEEP: Any = _Keep()
-
-
-def check_weight(weight: Any) -> int:
-    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
-        raise RouterError(f"weight must be an integer from 0 to 100, got {weight!r}")
-    return weight
-
-
-def check_mirror(percent: Any) -> float | None:
-    if percent is None:
-        return None
-    if isinstance(percent, bool) or not isinstance(percent, int | float) or not (
-        0 < percent <= 100
-    ):
-        raise RouterError(f"mirror percent must be in (0, 100], got {percent!r}")
-    return float(percent)
-
-
-def check_match(match: Any) -> dict[str, str] | None:
-    if match is None:
-        return None
-    if not isinstance(match, dict):
-        raise RouterError(f"header route must be a mapping, got {match!r}")
-    if set(match) == {"header", "value"} and match["header"] and match["value"]:
-        return {"header": str(match["header"]), "value": str(match["value"])}
-    if set(match) == {"cookie"} and match["cookie"]:
-        return {"cookie": str(match["cookie"])}
-    raise RouterError(
-        f"header route must be {{'header': NAME, 'value': VALUE}} or {{'cookie': NAME}}, "
-        f"got {match!r}"
-    )
-
 
 class KubeRouter:
     """Common shape of the Kubernetes routers: one `KubeObjects`, `last_applied` per call."""
@@ -441,15 +452,24 @@ class SingleObjectRouter(KubeRouter):
     def _split(self, obj: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    def _server_check(self, weight: Any, match: Any, mirror: Any
+                      ) -> Callable[[dict[str, Any]], str | None] | None:
+        """A check of the server's dry-run result before a live write (see
+        `KubeObjects.update`); None: write directly."""
+        return None
+
     def _update(self, weight: Any = KEEP, match: Any = KEEP, mirror: Any = KEEP) -> None:
         self._begin()
-        self._prepare()
-        self.objects.update(self.ref, lambda obj: self._apply(obj, weight, match, mirror))
+        with shape_errors(self.ref, "nothing was applied"):
+            self._prepare()
+        self.objects.update(self.ref, lambda obj: self._apply(obj, weight, match, mirror),
+                            check=self._server_check(weight, match, mirror))
 
     def get_weight(self) -> Any:
         obj = self.objects.read(self.ref)
         assert obj is not None
-        return self._split(obj)
+        with shape_errors(self.ref.as_read(obj), "cannot read the split"):
+            return self._split(obj)
 
     def set_weight(self, canary_percent: int) -> None:
         self._update(weight=check_weight(canary_percent))

@@ -24,15 +24,9 @@ from typing import Any
 
 from analyzer.policy import KubernetesRouter as KubernetesConfig
 from analyzer.policy import Policy
+from analyzer.routers.arguments import check_match, check_mirror, check_weight
 from analyzer.routers.base import RouterError, TrafficSplit
-from analyzer.routers.kube.objects import (
-    KubeObjects,
-    KubeRouter,
-    ObjectRef,
-    check_match,
-    check_mirror,
-    check_weight,
-)
+from analyzer.routers.kube.objects import KubeObjects, KubeRouter, ObjectRef
 
 PERMISSIONS = (("apps", "deployments", ("get", "patch")),)
 
