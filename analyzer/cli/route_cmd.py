@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+import yaml
 from rich.console import Console
 
 from analyzer.cli.app import app
@@ -57,8 +58,6 @@ def _objects_key(obj: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _print_objects(objects: list[dict[str, Any]], output: str) -> None:
-    import yaml
-
     if output == "json":
         doc: Any = objects[0] if len(objects) == 1 else {
             "apiVersion": "v1", "kind": "List", "items": objects}
