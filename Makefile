@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv sysdeps test lint demo bench soak clean
+.PHONY: all venv sysdeps test lint demo bench soak notebooks clean
 
 all: test
 
@@ -32,6 +32,12 @@ lint: venv
 demo: venv
 	@bash scripts/sysdeps.sh --demo
 	$(VENV)/bin/canary demo
+
+# Jupyter into the venv, then both notebooks executed with their defaults (the postmortem opens
+# the example rollouts in notebooks/data/example.db); executed copies land in out/notebooks/.
+notebooks: venv
+	$(PY) -m pip install --quiet -e '.[notebooks]'
+	$(PY) scripts/run_notebooks.py
 
 bench: venv sysdeps
 	$(PY) benchmarks/decision_quality.py

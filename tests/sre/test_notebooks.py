@@ -59,3 +59,49 @@ def test_policy_tuning_notebook(tmp_path: Path) -> None:
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.get("outputs", []))
     assert "settings:" in text or "no setting" in text
+
+
+def test_postmortem_notebook_runs_out_of_the_box(tmp_path: Path) -> None:
+    """With its default parameters, from notebooks/ (where Jupyter starts it), the postmortem
+    opens the shipped example store and draws its figures."""
+    nb = nbformat.read(REPO / "notebooks" / "postmortem.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = cell.source.replace('OUT_DIR = "postmortem-out"',
+                                      f"OUT_DIR = {str(tmp_path / 'pm')!r}")
+    assert str(tmp_path) in cell.source  # only the output directory was changed
+    NotebookClient(nb, kernel_name="python3", timeout=180,
+                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    assert images(nb) >= 5
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []))
+    assert "rollout checkout#1: v1 -> v2, rolled_back" in text
+
+
+def test_shipped_example_store_is_what_the_script_records(tmp_path: Path) -> None:
+    """notebooks/data/example.db is made by scripts/record_example_rollouts.py from the engine,
+    not by hand: a fresh recording gives the same ticks and decisions (when the engine's
+    decisions change, rerun the script)."""
+    import importlib.util
+
+    from analyzer.daemon.store import Store
+
+    spec = importlib.util.spec_from_file_location(
+        "record_example_rollouts", REPO / "scripts" / "record_example_rollouts.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    fresh = tmp_path / "fresh.db"
+    assert script.record(fresh) == {"checkout": "rolled_back", "checkout-healthy": "succeeded"}
+
+    def decisions(path: Path) -> dict[str, list[tuple[object, ...]]]:
+        store = Store(f"sqlite:///{path}", migrate=False)
+        try:
+            return {r.name: [(t.seq, t.action, t.decision, t.weight_after, t.reason)
+                             for t in store.ticks(r.id)] for r in store.list_rollouts()}
+        finally:
+            store.dispose()
+
+    shipped = decisions(REPO / "notebooks" / "data" / "example.db")
+    assert shipped == decisions(fresh), (
+        "notebooks/data/example.db is stale: run .venv/bin/python "
+        "scripts/record_example_rollouts.py")
