@@ -7,7 +7,6 @@ request / error counts and latency histogram totals per version (a table, or `--
 from __future__ import annotations
 
 import json
-import math
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -22,26 +21,8 @@ from analyzer.policy import PrometheusSource
 from analyzer.util.times import parse_time
 
 if TYPE_CHECKING:  # for annotations only: the commands import what they use when run
-    from analyzer.core.types import Histogram, Samples
+    from analyzer.core.types import Samples
 
-
-
-def _quantile(h: Histogram, q: float) -> float | None:
-    """Linear interpolation inside the bucket (an estimate, as histogram_quantile does)."""
-
-    if h.total == 0:
-        return None
-    rank = q * h.total
-    prev_le, prev_c = 0.0, 0
-    for le, c in zip(h.le, h.counts, strict=True):
-        if c >= rank:
-            if math.isinf(le):
-                return prev_le
-            if c == prev_c:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_c) / (c - prev_c)
-        prev_le, prev_c = le, c
-    return None
 
 
 def _fmt_s(x: float | None) -> str:
@@ -111,19 +92,23 @@ def query(
 
 
 def _to_json(s: Samples, address: str) -> dict[str, object]:
+    from analyzer.core.stats.latency import interpolate_quantile
+
     data = s.to_json()
     data["prometheus"] = address
     for role in ("stable", "canary"):
         v = getattr(s, role)
         if v is not None and v.latency is not None:
             lat = data[role]["latency"]  # type: ignore[index]
-            lat["p50_estimate_s"] = _quantile(v.latency, 0.5)
-            lat["p99_estimate_s"] = _quantile(v.latency, 0.99)
+            lat["p50_estimate_s"] = interpolate_quantile(v.latency, 0.5)
+            lat["p99_estimate_s"] = interpolate_quantile(v.latency, 0.99)
     return data
 
 
 def _print(out: Console, s: Samples, address: str, stable: str, canary: str) -> None:
     from rich.table import Table
+
+    from analyzer.core.stats.latency import interpolate_quantile
 
 
     out.print(f"Prometheus {address}, window {s.t0.isoformat()} .. {s.t1.isoformat()}")
@@ -145,7 +130,7 @@ def _print(out: Console, s: Samples, address: str, stable: str, canary: str) -> 
         table.add_row(
             f"{role} ({name})", str(v.requests), str(v.errors), rate,
             str(lat.total) if lat else "-",
-            _fmt_s(_quantile(lat, 0.5)) if lat else "-",
-            _fmt_s(_quantile(lat, 0.99)) if lat else "-",
+            _fmt_s(interpolate_quantile(lat, 0.5)) if lat else "-",
+            _fmt_s(interpolate_quantile(lat, 0.99)) if lat else "-",
         )
     out.print(table)

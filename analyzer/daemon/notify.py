@@ -27,6 +27,7 @@ import requests
 
 from analyzer.policy import Notification, Policy, Webhook
 from analyzer.util.redaction import redact_http_url
+from analyzer.util.retry import retrying
 
 log = logging.getLogger("analyzer.daemon.notify")
 
@@ -129,27 +130,43 @@ class Notifier:
             **notice.payload,
         }
         where = redact_http_url(target.url)
-        for attempt in range(1, self.attempts + 1):
+
+        def post() -> None:
             if self._stop.is_set():
                 return
             try:
                 resp = self._post(target.url, json=body, timeout=(self.timeout, self.timeout))
-                status = int(getattr(resp, "status_code", 0))
-                if 200 <= status < 300:
-                    self.stats.sent += 1
-                    return
-                problem = f"HTTP {status}"
             except requests.RequestException as e:
-                problem = type(e).__name__
-            if attempt < self.attempts:
-                self.stats.retried += 1
-                log.info("notification %s to %s failed (%s); retry %d/%d", notice.kind, where,
-                         problem, attempt, self.attempts - 1)
-                self._stop.wait(self.backoff * 2 ** (attempt - 1))
-            else:
-                self.stats.failed += 1
-                log.warning("notification %s for %s to %s failed after %d attempts: %s",
-                            notice.kind, notice.rollout, where, self.attempts, problem)
+                raise _Undelivered(type(e).__name__) from None
+            status = int(getattr(resp, "status_code", 0))
+            if not 200 <= status < 300:
+                raise _Undelivered(f"HTTP {status}")
+
+        def before_retry(attempt: int, e: BaseException) -> None:
+            self.stats.retried += 1
+            log.info("notification %s to %s failed (%s); retry %d/%d", notice.kind, where, e,
+                     attempt, self.attempts - 1)
+
+        retryer = retrying(attempts=self.attempts, first_wait=self.backoff,
+                           max_wait=self.backoff * 2 ** self.attempts,
+                           retry_if=lambda e: isinstance(e, _Undelivered)
+                           and not self._stop.is_set(),
+                           sleep=self._stop.wait, before_retry=before_retry)
+        try:
+            retryer(post)
+        except _Undelivered as e:
+            if self._stop.is_set():
+                return
+            self.stats.failed += 1
+            log.warning("notification %s for %s to %s failed after %d attempts: %s",
+                        notice.kind, notice.rollout, where, self.attempts, e)
+            return
+        if not self._stop.is_set():
+            self.stats.sent += 1
+
+
+class _Undelivered(Exception):
+    """A receiver did not take the notification (its answer, or the transport error)."""
 
 
 def _slack_body(notice: Notice) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from analyzer.util.redaction import mask_userinfo
+from analyzer.util.retry import retrying
 
 
 class QueryFailed(Exception):
@@ -27,7 +28,8 @@ class QueryFailed(Exception):
 
 
 class PrometheusClient:
-    """prometheus-api-client with our own bounded retries (urllib3's are turned off)."""
+    """prometheus-api-client with bounded retries (analyzer.util.retry; urllib3's own are turned
+    off so that one place decides what is retried and how often)."""
 
     def __init__(
         self, address: str, headers: Mapping[str, str], timeout: float, retries: int,
@@ -64,37 +66,37 @@ class PrometheusClient:
             lambda: self._prom.get_label_values(label, params=params))]
 
     def _with_retries(self, call: Callable[[], Any]) -> list[dict[str, Any]]:
-        last: QueryFailed | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
-            self.sent += 1
-            try:
-                result = call()
-                if not isinstance(result, list):
-                    raise QueryFailed("unexpected answer (no result list)", True)
-                return result
-            except QueryFailed as e:
-                last = e
-            except PrometheusApiClientException as e:
-                last = _classify_http_error(str(e))
-            except requests.Timeout:
-                last = QueryFailed(f"timed out after {self.timeout:g}s", True)
-            except requests.ConnectionError as e:
-                if "timed out" in str(e).lower():  # urllib3 wraps read timeouts this way
-                    last = QueryFailed(f"timed out after {self.timeout:g}s", True)
-                else:
-                    last = QueryFailed(
-                        f"cannot connect to {self.shown_address} ({_short(e)})", True)
-            except (requests.RequestException, ValueError, KeyError) as e:
-                last = QueryFailed(
-                    f"bad answer from {self.shown_address}: {_short(e)}", True)
-            if not last.retryable:
-                break
-        assert last is not None
-        tries = attempt + 1
-        suffix = f" (after {tries} attempts)" if tries > 1 else ""
-        raise QueryFailed(last.reason + suffix, False)
+        retryer = retrying(attempts=self.retries + 1, first_wait=0.2, max_wait=2.0,
+                           retry_if=lambda e: isinstance(e, QueryFailed) and e.retryable,
+                           sleep=self.sleep)
+        try:
+            result: list[dict[str, Any]] = retryer(self._once, call)
+        except QueryFailed as e:
+            tries = retryer.statistics.get("attempt_number", 1)
+            suffix = f" (after {tries} attempts)" if tries > 1 else ""
+            raise QueryFailed(e.reason + suffix, False) from None
+        return result
+
+    def _once(self, call: Callable[[], Any]) -> list[dict[str, Any]]:
+        """One HTTP call; every failure becomes a QueryFailed that says whether to retry."""
+        self.sent += 1
+        try:
+            result = call()
+        except PrometheusApiClientException as e:
+            raise _classify_http_error(str(e)) from None
+        except requests.Timeout:
+            raise QueryFailed(f"timed out after {self.timeout:g}s", True) from None
+        except requests.ConnectionError as e:
+            if "timed out" in str(e).lower():  # urllib3 wraps read timeouts this way
+                raise QueryFailed(f"timed out after {self.timeout:g}s", True) from None
+            raise QueryFailed(f"cannot connect to {self.shown_address} ({_short(e)})",
+                              True) from None
+        except (requests.RequestException, ValueError, KeyError) as e:
+            raise QueryFailed(f"bad answer from {self.shown_address}: {_short(e)}",
+                              True) from None
+        if not isinstance(result, list):
+            raise QueryFailed("unexpected answer (no result list)", True)
+        return result
 
 
 def _short(e: BaseException) -> str:
