@@ -254,6 +254,21 @@ class RolloutMachine:
     def current_step(self, state: RolloutState) -> Step | None:
         return self._step(state.step)
 
+    def rebase(self, state: RolloutState) -> RolloutState:
+        """`state` (of a run that walked another plan) placed in this plan: the step with the
+        same weight, else the step index clamped to this plan's last analysis step. The traffic
+        stays; the next step is this plan's next one (a changed spec applies from there)."""
+        if state.phase is not Phase.PROGRESSING:
+            return state
+        weights = [s.index for s in self.plan.steps
+                   if s.kind == "weight" and not s.final and s.traffic == state.traffic]
+        if weights:
+            return replace(state, step=weights[0])
+        analysis = [s.index for s in self.plan.steps if s.kind == "weight" and not s.final]
+        if not analysis:
+            return state
+        return replace(state, step=min(max(state.step, analysis[0]), analysis[-1]))
+
     # -- entry points ---------------------------------------------------------------------
 
     def on_command(

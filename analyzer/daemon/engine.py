@@ -100,6 +100,8 @@ class _Runtime:
         self.needs_reconcile = True
         self.store_failed = False  # the last commit failed: check the store before the router
         self.lock = threading.Lock()  # one tick of a rollout at a time in this process
+        self.snapshot = policy.model_dump(mode="json")  # the stored policy it was built from
+        self.changed_at_step: int | None = None  # the step at which the stored policy changed
 
 
 RouterFactory = Callable[[Policy], Router]
@@ -202,7 +204,8 @@ class Engine:
         rec = self.store.get(rollout_id)  # re-read under the per-rollout lock
         if not rec.active:
             return TickOutcome(rollout_id, False, None, None)
-        policy, machine, state = rt.policy, rt.machine, rec.state
+        state = self._adopt_changed_policy(rollout_id, rt, rec, now)
+        policy, machine = rt.policy, rt.machine
         seq = rec.tick_seq + 1
         if rt.store_failed:
             # The store refused the last commit (disk full, read-only): do not move the router
@@ -283,6 +286,42 @@ class Engine:
                            time.perf_counter() - started)
         return TickOutcome(rollout_id, True, seq, t, decision, samples,
                            reconciled=reconciled_from is not None)
+
+    # -- a changed policy ------------------------------------------------------------------
+
+    def _adopt_changed_policy(self, rollout_id: int, rt: _Runtime, rec: Any,
+                              now: datetime) -> RolloutState:
+        """The run's stored policy changed (a RolloutPolicy edit, Store.update_policy): keep
+        the current step on the old one; from the next step on, use the new one: its router,
+        source, checks and plan (the state rebased onto it, RolloutMachine.rebase). Returns
+        the state this tick starts from."""
+        state: RolloutState = rec.state
+        if rec.policy == rt.snapshot:
+            rt.changed_at_step = None
+            return state
+        if rt.changed_at_step is None:
+            rt.changed_at_step = state.step
+            log.info("%s: policy changed; applies from the step after step %d", rec.name,
+                     state.step)
+        at_boundary = state.step != rt.changed_at_step or state.phase is Phase.PENDING
+        if not at_boundary or state.phase not in (Phase.PENDING, Phase.PROGRESSING):
+            return state
+        policy = rec.load_policy()
+        fresh = _Runtime(policy, None, None, self.source_factory(policy))
+        try:
+            fresh.router = self.router_factory(policy)
+        except Exception as e:
+            fresh.router_error = f"cannot build router {policy.spec.router.provider}: {e}"
+        rt.policy, rt.machine, rt.source = fresh.policy, fresh.machine, fresh.source
+        rt.router, rt.router_error = fresh.router, fresh.router_error
+        rt.snapshot, rt.changed_at_step = fresh.snapshot, None
+        rt.needs_reconcile = True
+        rebased = rt.machine.rebase(state)
+        log.info("%s: now running the changed policy (step %d -> %d)", rec.name, state.step,
+                 rebased.step)
+        self.store.record_event(rollout_id, "policy",
+                                f"changed policy applied from step {rebased.step}", now)
+        return rebased
 
     # -- pieces --------------------------------------------------------------------------
 

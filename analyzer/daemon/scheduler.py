@@ -321,6 +321,14 @@ class Scheduler:
         with contextlib.suppress(JobLookupError):
             self._sched.remove_job(_job_id(rollout_id))
 
+    def sync_soon(self) -> None:
+        """Run the sync job now rather than at its next interval (the controller created a
+        rollout: its first tick should not wait for `sync_interval`)."""
+        if not self.running:
+            return
+        with contextlib.suppress(JobLookupError):
+            self._sched.modify_job("sync", next_run_time=_now_local())
+
     def poke(self, rollout_id: int) -> bool:
         """Run the rollout's next tick now (after a manual command); False if not ours."""
         with self._owned_lock:

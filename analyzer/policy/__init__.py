@@ -14,6 +14,7 @@ files, schema.py prints the JSON Schema. This package re-exports what other laye
 """
 
 from analyzer.policy.base import API_VERSION, KIND, Duration, Model
+from analyzer.policy.canary_ref import CANARY_REF_API_VERSIONS, CanaryRef
 from analyzer.policy.checks import (
     Check,
     ClassicCheck,
@@ -29,6 +30,7 @@ from analyzer.policy.loader import (
     load_policy,
     parse_policy,
     read_yaml,
+    validate_policy,
 )
 from analyzer.policy.metrics import (
     PRESETS,
@@ -76,10 +78,12 @@ from analyzer.policy.strategy import (
 
 __all__ = [
     "API_VERSION",
+    "CANARY_REF_API_VERSIONS",
     "KIND",
     "PRESETS",
     "PROVIDERS",
     "Analysis",
+    "CanaryRef",
     "Check",
     "ClassicCheck",
     "CookieMatch",
@@ -126,4 +130,5 @@ __all__ = [
     "load_policy",
     "parse_policy",
     "read_yaml",
+    "validate_policy",
 ]

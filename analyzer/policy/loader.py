@@ -233,7 +233,14 @@ def parse_policy(text: str, file: str = "<string>") -> Policy:
             [Problem(file, 1, "", f"expected a mapping (a RolloutPolicy), got a "
                      f"{type(raw).__name__}")]
         )
-    lines = _line_index(node)
+    return validate_policy(raw, file, _line_index(node))
+
+
+def validate_policy(raw: dict[str, Any], file: str,
+                    lines: dict[tuple[Any, ...], int] | None = None) -> Policy:
+    """Validate an already parsed policy (a RolloutPolicy read from the API server: `file`
+    names the object); PolicyError with `canary validate`'s words."""
+    lines = lines or {}
     try:
         return Policy.model_validate(raw)
     except ValidationError as exc:

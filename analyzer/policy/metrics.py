@@ -159,7 +159,7 @@ def uses_latency(check: Check) -> bool:
 
 def metrics_fit_problems(
     metrics: PrometheusSource | SimulateSource, *, version_label: str | None,
-    versions: tuple[str, str], router: RouterSpec, strategy: str, checks: Sequence[Check],
+    versions: tuple[str, ...], router: RouterSpec, strategy: str, checks: Sequence[Check],
 ) -> list[str]:
     """What the rest of the policy asks of the metrics that the preset cannot give (empty when
     it fits): a latency check without a latency histogram, a version label the exporter does

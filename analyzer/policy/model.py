@@ -24,6 +24,7 @@ from analyzer.policy.base import (
     Model,
     at_most,
 )
+from analyzer.policy.canary_ref import CanaryRef
 from analyzer.policy.checks import Check, ErrorRateCheck, check_name
 from analyzer.policy.metrics import MetricsSpec, SimulateSource, metrics_fit_problems
 from analyzer.policy.routers import RouterSpec
@@ -37,17 +38,30 @@ class Target(Model):
 
     namespace: K8sName = "default"
     service: K8sName = Field(description="the service (or app) being rolled out")
-    stable: LabelValue = Field(description="value of the version label for the stable version")
-    canary: LabelValue = Field(description="value of the version label for the canary version")
+    stable: LabelValue | None = Field(
+        default=None, description="value of the version label for the stable version "
+        "(with canaryRef: optional, default the version the workload runs when first seen)")
+    canary: LabelValue | None = Field(
+        default=None, description="value of the version label for the canary version "
+        "(with canaryRef: optional, default each new version of the workload)")
     versionLabel: str | None = Field(
         default=None,
         pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
         description="metric label that carries the version; default: the preset's",
     )
 
+    canaryRef: CanaryRef | None = Field(
+        default=None, description="the workload carrying the canary: a new version of it "
+        "starts a rollout (canary run --kubernetes)")
+
     @model_validator(mode="after")
     def _distinct(self) -> Target:
-        if self.stable == self.canary:
+        if self.canaryRef is None:
+            missing = [f for f in ("stable", "canary") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)} required (or give canaryRef, whose "
+                                 "new versions are the canaries)")
+        if self.stable is not None and self.stable == self.canary:
             raise ValueError(f"stable and canary must differ, both are {self.stable!r}")
         return self
 
@@ -109,7 +123,8 @@ class Spec(Model):
         "to invented traffic)"
     )
     checks: list[Check] = Field(
-        default_factory=lambda: [ErrorRateCheck(type="error-rate")], min_length=1
+        default_factory=lambda: [ErrorRateCheck(type="error-rate")], min_length=1,
+        max_length=32,
     )
     decision: DecisionRules = DecisionRules()
     gates: Gates = Gates()
@@ -175,7 +190,8 @@ class Spec(Model):
     def _metrics_fit(self) -> Spec:
         problems = metrics_fit_problems(
             self.metrics, version_label=self.target.versionLabel,
-            versions=(self.target.stable, self.target.canary), router=self.router,
+            versions=tuple(v for v in (self.target.stable, self.target.canary) if v),
+            router=self.router,
             strategy=self.strategy.type, checks=self.checks)
         if problems:
             raise ValueError("; ".join(problems))
@@ -199,6 +215,23 @@ class Policy(Model):
 
     def with_canary_version(self, version: str) -> Policy:
         """The same policy for another canary version (`canary start --canary-version`)."""
+        return self.with_versions(canary=version)
+
+    def with_versions(self, *, stable: str | None = None, canary: str | None = None,
+                      labels: dict[str, str] | None = None) -> Policy:
+        """The same policy with other stable/canary versions (and extra metadata labels): what
+        a rollout run stores when a canaryRef or a promotion decided the versions."""
         data = self.model_dump(mode="json", exclude_none=True)
-        data["spec"]["target"]["canary"] = version
+        if stable is not None:
+            data["spec"]["target"]["stable"] = stable
+        if canary is not None:
+            data["spec"]["target"]["canary"] = canary
+        if labels:
+            data["metadata"]["labels"] = {**data["metadata"].get("labels", {}), **labels}
         return Policy.model_validate(data)
+
+    @property
+    def versions_known(self) -> bool:
+        """Both versions are set: a rollout of this policy can run (a canaryRef policy gets
+        them from the controller)."""
+        return self.spec.target.stable is not None and self.spec.target.canary is not None

@@ -79,7 +79,7 @@ class Strategy(Model):
     """
 
     type: Literal["canary", "blue-green", "ab", "mirror"] = "canary"
-    steps: list[Step] | None = None
+    steps: list[Step] | None = Field(default=None, max_length=100)
     stepWeight: int | None = Field(default=None, ge=1, le=100)
     maxWeight: int | None = Field(default=None, ge=1, le=100)
     match: Match | None = None

@@ -206,7 +206,11 @@ class Store:
         the same canary version again returns the active run (CD pipelines retry)."""
         if canary_version:
             policy = policy.with_canary_version(canary_version)
-        target = policy.spec.target
+        if not policy.versions_known:
+            raise InvalidCommand(
+                f"policy {policy.name}: target.stable and target.canary must both be known to "
+                "start a rollout (a canaryRef policy gets them from `canary run --kubernetes`; "
+                "by hand: give both, or --canary-version)")
         for _ in range(5):
             try:
                 with self._tx() as conn:
@@ -214,6 +218,8 @@ class Store:
                         select(rollouts).where(rollouts.c.name == policy.name)
                         .order_by(rollouts.c.generation.desc()).limit(1)
                     ).first()
+                    policy = _stable_after_promotion(policy, latest)
+                    target = policy.spec.target
                     if latest is not None and not Phase(latest.phase).terminal:
                         rec = rollout_from_row(latest)
                         if rec.canary_version == target.canary:
@@ -228,6 +234,13 @@ class Store:
             except IntegrityError:
                 continue  # a concurrent start took this generation; look again
         raise InvalidCommand(f"could not create rollout {policy.name}: concurrent starts")
+
+    def update_policy(self, rollout_id: int, policy: Policy) -> None:
+        """Replace an active run's policy snapshot (a RolloutPolicy's spec changed); the engine
+        adopts it from the run's next step (Engine.tick). Versions stay the run's."""
+        with self._tx() as conn:
+            conn.execute(update(rollouts).where(rollouts.c.id == rollout_id)
+                         .values(policy=dumps(policy.model_dump(mode="json"))))
 
     def ensure_rollout(self, policy: Policy, now: datetime) -> RolloutRecord | None:
         """Create generation 1 of `policy` unless any run of it exists (what `canary run
@@ -449,6 +462,21 @@ class Store:
                 message=f"{command} requested by {actor}"))
         return rec, cid
 
+    def add_command_once(self, name: str, command: Command, actor: str,
+                         now: datetime) -> tuple[RolloutRecord, int, bool]:
+        """`add_command`, unless a command of this run already has this exact actor (the
+        controller puts the request's id in it): then that command's id and False. A request
+        seen twice (a crash between queueing it and clearing it) is queued once."""
+        rec = self.latest(name)
+        with self._tx() as conn:
+            row = conn.execute(select(commands.c.id).where(
+                commands.c.rollout_id == rec.id, commands.c.actor == actor[:128]).limit(1)
+            ).first()
+        if row is not None:
+            return rec, int(row[0]), False
+        rec, cid = self.add_command(name, command, actor, now)
+        return rec, cid, True
+
     def pending_command(self, rollout_id: int) -> CommandRecord | None:
         with self._tx() as conn:
             row = conn.execute(
@@ -470,6 +498,18 @@ class Store:
             ).all()
         return [CommandRecord(r.id, r.rollout_id, Command(r.command), r.actor,
                               as_utc(r.requested_at)) for r in rows]  # type: ignore[arg-type]
+
+
+def _stable_after_promotion(policy: Policy, latest: Any) -> Policy:
+    """After a promotion, the promoted version is the stable one for the next run: a policy
+    that still names the old stable (v1) starting v3 after v2 succeeded runs v2 -> v3."""
+    if latest is None or Phase(latest.phase) is not Phase.SUCCEEDED:
+        return policy
+    target = policy.spec.target
+    promoted = latest.canary_version
+    if promoted in (target.stable, target.canary) or latest.stable_version != target.stable:
+        return policy  # already stable, the same canary again, or the policy names its own
+    return policy.with_versions(stable=promoted)
 
 
 def lock_key(namespace: str, item: Any) -> int:
