@@ -1,8 +1,10 @@
 """`canary run|start|status|promote|abort|pause|resume|history`: the engine's commands.
 
-`run` is the daemon (scheduler + HTTP API and dashboard); the others talk to the same database only
-(`--db`, default `$CANARY_DB` or sqlite:///canary.db): `start` queues a new rollout, the manual
-gates queue a command that the owning daemon applies at its next tick.
+`run` is the daemon (scheduler + HTTP API and dashboard; with `--kubernetes` also the
+RolloutPolicy controller); the others talk to the same database (`--db`, default `$CANARY_DB` or
+sqlite:///canary.db) or to a running engine's HTTP API (`--server URL`, analyzer/cli/remote.py):
+`start` queues a new rollout, the manual gates queue a command that the owning daemon applies at
+its next tick.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rich.console import Console
 
 from analyzer.cli.app import app
 from analyzer.cli.common import load_policy_or_exit, print_policy_problems
+from analyzer.cli.remote import server_option, token_option
 from analyzer.policy import PolicyError, load_policies
 
 if TYPE_CHECKING:  # for annotations only: the commands import what they use when run
@@ -89,9 +92,22 @@ def run(
         [], "--link", help="a link out on each rollout's dashboard page, LABEL=URL-TEMPLATE "
         "with {name} {namespace} {service} {stable} {canary} {generation} {id} (repeatable), "
         "e.g. 'Grafana=https://grafana.example/d/canary?var-rollout={name}'"),
+    kubernetes: bool = typer.Option(
+        False, "--kubernetes", help="also run the RolloutPolicy controller: watch "
+        "RolloutPolicy objects and their canaryRef workloads, start rollouts on new versions, "
+        "write status and Events (docs/engine.md)"),
+    namespace: str | None = typer.Option(
+        None, "--namespace", help="with --kubernetes: only this namespace's RolloutPolicies "
+        "(default: all)"),
+    kubeconfig: str | None = typer.Option(
+        None, "--kubeconfig", help="with --kubernetes: kubeconfig file (default: in-cluster "
+        "config, else ~/.kube/config)"),
+    status_interval: float = typer.Option(
+        2.0, "--status-interval", min=0.1, help="with --kubernetes: at most one status write "
+        "per RolloutPolicy per this many seconds"),
 ) -> None:
     """The daemon: tick every active rollout at its interval, serve the API and the dashboard
-    (http://HOST:PORT/), until SIGTERM."""
+    (http://HOST:PORT/), until SIGTERM; with --kubernetes, drive RolloutPolicy objects too."""
     from analyzer.daemon.api import ApiServer, LinkError, LinkTemplate
     from analyzer.daemon.engine import Engine
     from analyzer.daemon.metrics import EngineMetrics
@@ -144,6 +160,18 @@ def run(
                                port=port, links=links)
         except OSError as e:
             _fail(f"cannot listen on {listen}: {e.strerror}")
+    controller = None
+    if kubernetes:
+        from analyzer.daemon.controller import Controller
+        from analyzer.routers.base import RouterError
+        from analyzer.routers.kube.objects import api_client_from_config
+
+        try:
+            api_client = api_client_from_config(kubeconfig)
+        except RouterError as e:
+            _fail(f"--kubernetes: {e}")
+        controller = Controller(store, api_client, namespace=namespace, scheduler=scheduler,
+                                replica=engine.replica, status_interval=status_interval)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -153,11 +181,15 @@ def run(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     scheduler.start()
+    if controller is not None:
+        controller.start()
     if server is not None:
         server.start()
     logging.getLogger("analyzer").info(
-        "engine %s running: db %s, %d policy file(s), api %s%s", engine.replica,
-        store.url_redacted, len(loaded), server.url if server else "off",
+        "engine %s running: db %s, %d policy file(s), %s, api %s%s", engine.replica,
+        store.url_redacted, len(loaded),
+        f"RolloutPolicies in {namespace or 'all namespaces'}" if controller else "no controller",
+        server.url if server else "off",
         "" if token or server is None else " (read-only: no CANARY_API_TOKEN)")
     # A line on stdout that tests and wrappers can wait for.
     print(json.dumps({"ready": True, "api": server.url if server else None,
@@ -166,6 +198,8 @@ def run(
         pass
     if server is not None:
         server.stop()
+    if controller is not None:
+        controller.stop()
     scheduler.shutdown(wait=True)
     notifier.close(timeout=5)
     store.dispose()
@@ -188,15 +222,23 @@ def start(
         None, "--canary-version", help="canary version (default: the policy's target.canary)"),
     db: str | None = _db_option(),
     as_json: bool = typer.Option(False, "--json", help="print the rollout as JSON"),
+    server: str | None = server_option(),
+    token_file: Path | None = token_option(),
 ) -> None:
     """Queue a new rollout of POLICY (what a CD pipeline calls); `canary run` executes it.
 
     Starting the version that is already rolling out is a no-op (pipelines retry); another
-    version while one is active is an error: abort the active one first.
+    version while one is active is an error: abort the active one first. After a promotion the
+    promoted version is the stable one of the next rollout.
     """
     from analyzer.daemon.store import StoreError
 
     policy = load_policy_or_exit(policy_file)
+    if server:
+        from analyzer.cli import remote
+
+        remote.start(server, token_file, policy, canary_version, as_json)
+        return
     store = _store(db)
     try:
         rec = store.create_rollout(policy, datetime.now(UTC), canary_version=canary_version)
@@ -219,8 +261,14 @@ def status(
     name: str | None = typer.Argument(None, help="one rollout (default: all)"),
     db: str | None = _db_option(),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    server: str | None = server_option(),
 ) -> None:
     """Rollouts and where they are (newest run of each policy)."""
+    if server:
+        from analyzer.cli import remote
+
+        remote.status(server, name, as_json)
+        return
     from rich.table import Table
 
     from analyzer.daemon.store import NotFound, StoreError
@@ -279,7 +327,13 @@ def status(
 # --------------------------------------------------------------------------- manual gates
 
 
-def _command(name: str, command: Command, db: str | None) -> None:
+def _command(name: str, command: Command, db: str | None, server: str | None = None,
+             token_file: Path | None = None) -> None:
+    if server:
+        from analyzer.cli import remote
+
+        remote.command(server, token_file, name, command)
+        return
     from analyzer.daemon.store import NotFound, StoreError
 
     store = _store(db)
@@ -295,38 +349,42 @@ def _command(name: str, command: Command, db: str | None) -> None:
 
 @app.command()
 def promote(name: str = typer.Argument(..., help="rollout name"),
-            db: str | None = _db_option()) -> None:
+            db: str | None = _db_option(), server: str | None = server_option(),
+            token_file: Path | None = token_option()) -> None:
     """Skip the rest of the current step (or pause): go to the next step."""
     from analyzer.core.rollout import Command
 
-    _command(name, Command.PROMOTE, db)
+    _command(name, Command.PROMOTE, db, server, token_file)
 
 
 @app.command()
 def abort(name: str = typer.Argument(..., help="rollout name"),
-          db: str | None = _db_option()) -> None:
+          db: str | None = _db_option(), server: str | None = server_option(),
+          token_file: Path | None = token_option()) -> None:
     """Roll back: all traffic to stable."""
     from analyzer.core.rollout import Command
 
-    _command(name, Command.ABORT, db)
+    _command(name, Command.ABORT, db, server, token_file)
 
 
 @app.command()
 def pause(name: str = typer.Argument(..., help="rollout name"),
-          db: str | None = _db_option()) -> None:
+          db: str | None = _db_option(), server: str | None = server_option(),
+          token_file: Path | None = token_option()) -> None:
     """Stop deciding; the weight stays where it is."""
     from analyzer.core.rollout import Command
 
-    _command(name, Command.PAUSE, db)
+    _command(name, Command.PAUSE, db, server, token_file)
 
 
 @app.command()
 def resume(name: str = typer.Argument(..., help="rollout name"),
-           db: str | None = _db_option()) -> None:
+           db: str | None = _db_option(), server: str | None = server_option(),
+           token_file: Path | None = token_option()) -> None:
     """Continue a paused rollout (ends a pause step)."""
     from analyzer.core.rollout import Command
 
-    _command(name, Command.RESUME, db)
+    _command(name, Command.RESUME, db, server, token_file)
 
 
 # --------------------------------------------------------------------------- history
@@ -338,8 +396,14 @@ def history(
     db: str | None = _db_option(),
     as_json: bool = typer.Option(False, "--json", help="every tick with samples and verdicts"),
     limit: int | None = typer.Option(None, "--limit", help="only the last N ticks"),
+    server: str | None = server_option(),
 ) -> None:
     """The decision log of a rollout's newest run: one line per tick."""
+    if server:
+        from analyzer.cli import remote
+
+        remote.history(server, name, as_json, limit)
+        return
     from rich.table import Table
 
     from analyzer.daemon.store import NotFound, StoreError

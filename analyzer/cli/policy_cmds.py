@@ -1,4 +1,5 @@
-"""`canary validate` and `canary schema`: the policy file's checker and its JSON Schema."""
+"""`canary validate`, `canary schema` and `canary crd`: the policy file's checker, its JSON Schema
+and the RolloutPolicy CustomResourceDefinition."""
 
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ def validate(
 def schema() -> None:
     """Print the policy's JSON Schema (for editor completion, e.g. yaml-language-server)."""
     typer.echo(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def crd() -> None:
+    """Print the RolloutPolicy CustomResourceDefinition (YAML; `canary crd | kubectl apply -f -`;
+    deploy/kustomize/base/crd-rolloutpolicies.yaml is this output)."""
+    from analyzer.policy.crd import crd_yaml
+
+    typer.echo(crd_yaml(), nl=False)

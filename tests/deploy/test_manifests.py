@@ -11,7 +11,7 @@ import pytest
 from tests.deploy.conftest import COMPONENTS, KUSTOMIZE, OVERLAYS, kubectl_kustomize
 from tests.deploy.k8s_validate import validate
 
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
 def _one(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:

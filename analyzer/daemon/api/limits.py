@@ -46,7 +46,7 @@ class RequestLimits:
             if declared > self.limits.max_body:
                 await send_json_error(
                     send_tracked, 413, f"request body of {declared} bytes: at most "
-                    f"{self.limits.max_body} (the write calls take no body)",
+                    f"{self.limits.max_body} (a start request carries a policy, far smaller)",
                     {"Connection": "close"})
             elif scope["path"] in STREAM_PATHS:
                 await self.app(scope, receive, send_tracked)

@@ -198,3 +198,16 @@ class CommandAccepted(Model):
 
 class Status(Model):
     status: str
+
+
+class StartRollout(Model):
+    """`POST /rollouts`: a new run of a policy, by name (the policy of its newest run) or as
+    a whole policy object; `canaryVersion` sets target.canary."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN, max_length=253,
+                             description="a policy that has run here before")
+    policy: dict[str, Any] | None = Field(None, description="a RolloutPolicy (as a policy file "
+                                          "holds it, in JSON)")
+    canaryVersion: str | None = Field(None, min_length=1, max_length=256,
+                                      description="the version to roll out (default: the "
+                                                  "policy's target.canary)")
