@@ -100,8 +100,8 @@ class _Runtime:
         self.needs_reconcile = True
         self.store_failed = False  # the last commit failed: check the store before the router
         self.lock = threading.Lock()  # one tick of a rollout at a time in this process
-        self.snapshot = policy.model_dump(mode="json")  # the stored policy it was built from
-        self.changed_at_step: int | None = None  # the step at which the stored policy changed
+        self.snapshot = policy.model_dump(mode="json")  # the stored policy it runs
+        self.pending: Policy | None = None  # a changed stored policy, for the next step
 
 
 RouterFactory = Callable[[Policy], Router]
@@ -232,6 +232,8 @@ class Engine:
         else:
             t = machine.on_time(state, now)
 
+        if rt.pending is not None and t.start_step:
+            judge, policy = self._switch_policy(rollout_id, rt, judge, rec, now)
         gate_answers: list[dict[str, Any]] | None = None
         if t.gate is not None and policy.spec.gates.beforeStep:
             res = check_gates(policy, t.gate.step, t.gate.weight, rollout_id=rollout_id,
@@ -291,37 +293,39 @@ class Engine:
 
     def _adopt_changed_policy(self, rollout_id: int, rt: _Runtime, rec: Any,
                               now: datetime) -> RolloutState:
-        """The run's stored policy changed (a RolloutPolicy edit, Store.update_policy): keep
-        the current step on the old one; from the next step on, use the new one: its router,
-        source, checks and plan (the state rebased onto it, RolloutMachine.rebase). Returns
-        the state this tick starts from."""
+        """The run's stored policy changed (a RolloutPolicy edit, Store.update_policy). The
+        current step goes on with the old checks, router and source; the next step is the new
+        plan's (the state rebased onto it, RolloutMachine.rebase) and from it on everything is
+        the new policy's (`_switch_policy`). Returns the state this tick starts from."""
         state: RolloutState = rec.state
         if rec.policy == rt.snapshot:
-            rt.changed_at_step = None
-            return state
-        if rt.changed_at_step is None:
-            rt.changed_at_step = state.step
-            log.info("%s: policy changed; applies from the step after step %d", rec.name,
-                     state.step)
-        at_boundary = state.step != rt.changed_at_step or state.phase is Phase.PENDING
-        if not at_boundary or state.phase not in (Phase.PENDING, Phase.PROGRESSING):
             return state
         policy = rec.load_policy()
-        fresh = _Runtime(policy, None, None, self.source_factory(policy))
+        rt.snapshot, rt.pending = rec.policy, policy
+        rt.machine = RolloutMachine.for_policy(policy)
+        log.info("%s: policy changed; applies from the next step", rec.name)
+        if state.phase is Phase.PENDING:
+            self._switch_policy(rollout_id, rt, None, rec, now)
+        return rt.machine.rebase(state)
+
+    def _switch_policy(self, rollout_id: int, rt: _Runtime, judge: Any, rec: Any,
+                       now: datetime) -> tuple[Any, Policy]:
+        """A new step starts: from here on the changed policy's router, source and checks."""
+        policy = rt.pending
+        assert policy is not None
+        rt.policy, rt.pending = policy, None
+        rt.source = self.source_factory(policy)
         try:
-            fresh.router = self.router_factory(policy)
+            rt.router, rt.router_error = self.router_factory(policy), None
         except Exception as e:
-            fresh.router_error = f"cannot build router {policy.spec.router.provider}: {e}"
-        rt.policy, rt.machine, rt.source = fresh.policy, fresh.machine, fresh.source
-        rt.router, rt.router_error = fresh.router, fresh.router_error
-        rt.snapshot, rt.changed_at_step = fresh.snapshot, None
+            rt.router, rt.router_error = None, f"cannot build router " \
+                f"{policy.spec.router.provider}: {e}"
         rt.needs_reconcile = True
-        rebased = rt.machine.rebase(state)
-        log.info("%s: now running the changed policy (step %d -> %d)", rec.name, state.step,
-                 rebased.step)
-        self.store.record_event(rollout_id, "policy",
-                                f"changed policy applied from step {rebased.step}", now)
-        return rebased
+        state = judge.to_state() if judge is not None else rec.judge_state
+        judge = self._judge(policy, state, source=rt.source, now=now) if state else None
+        self.store.record_event(rollout_id, "policy", "changed policy applied from this step",
+                                now)
+        return judge, policy
 
     # -- pieces --------------------------------------------------------------------------
 

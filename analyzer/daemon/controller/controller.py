@@ -517,12 +517,10 @@ class Controller:
             if ticks:
                 t.reported = (run.id, ticks[-1].seq)
         last = None
-        if run is not None:
-            decided = self.store.last_decisions([run.id]).get(run.id)
-            if decided is not None:
-                last = (decided.reason, decided.at)
-            elif run.tick_seq:
-                last = (run.state.reason, run.updated_at)
+        if run is not None and run.tick_seq:
+            newest = self.store.ticks(run.id, since_seq=run.tick_seq - 1)
+            if newest:
+                last = (newest[-1].reason, newest[-1].scheduled_at)
         desired = self._desired(t, policy)[0] if policy is not None else None
         stable = (self._stable(t, policy, run, obj.get("status") or {}, desired)
                   if policy else None)
