@@ -125,3 +125,21 @@ def test_client_call_mapping() -> None:
     assert cc("create_namespaced_event").group in ("", "events.k8s.io")
     assert cc("patch_namespaced_custom_object").group == "{group}"
     assert cc("not_a_client_method") is None
+
+
+def test_controller_role_equals_its_declared_permissions() -> None:
+    """The RolloutPolicy controller's ClusterRole (plus the base's Event role) grants exactly
+    PERMISSIONS of analyzer/daemon/controller/kube.py: read and watch RolloutPolicies, patch
+    them and their status, get and watch each canaryRef kind, create Events."""
+    from analyzer.daemon.controller.kube import PERMISSIONS
+
+    declared = {(g, r, v) for g, r, verbs in PERMISSIONS for v in verbs}
+    granted = set()
+    for f in ("rbac-controller.yaml", "rbac-events.yaml"):
+        docs = yaml.safe_load_all((KUSTOMIZE / "base" / f).read_text())
+        role = next(d for d in docs if d["kind"] == "ClusterRole")
+        granted |= rbac_scan.rules_of_clusterrole(role)
+    assert granted == declared, (f"extra {sorted(granted - declared)}, "
+                                 f"missing {sorted(declared - granted)}")
+    assert not any(v in ("delete", "update", "create", "*") for g, r, v in granted
+                   if r != "events")
