@@ -216,3 +216,6 @@ def harness(rolloutpolicy_crd: KubeCluster, kube_namespace: str,
 
 def copy_spec(obj: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(obj["spec"])
+
+
+from tests.engine.conftest import pg_schema  # noqa: E402,F401  (the PostgreSQL schema fixture)
