@@ -8,9 +8,10 @@ its JSON Schema into a *structural* OpenAPI v3 schema the API server accepts:
   object with the properties of every branch; CEL rules (`x-kubernetes-validations`) then say
   which fields each branch needs and which it does not take, so a field of another provider is
   refused as `canary validate` refuses it;
-- a strategy step is a weight or `{pause: ...}`: the only node that keeps
-  `x-kubernetes-preserve-unknown-fields` (a structural schema gives each node one type); CEL
-  cannot see an untyped node, so steps are checked by the controller alone;
+- a strategy step is a weight or `{pause: ...}`, and a union field whose branches give it
+  different types (router.stickySessions: an object for Istio, a boolean for NGINX Ingress):
+  the only nodes that keep `x-kubernetes-preserve-unknown-fields` (a structural schema gives
+  each node one type); CEL cannot see an untyped node, so the controller alone checks them;
 - defaults are the model's (durations written as the policy writes them: `30s`, not `PT30S`); a
   block the model defaults as a whole gets `default: {}` so the server fills its fields in;
   a union's field keeps a default only when every branch has it with that value;
@@ -19,11 +20,11 @@ its JSON Schema into a *structural* OpenAPI v3 schema the API server accepts:
 
 What only the controller checks (it validates every object with the model and reports
 `Ready=False, reason InvalidSpec` with `canary validate`'s words): `strategy.steps` (weights
-0..100 increasing, pause shape, steps vs stepWeight), duration bounds (a duration
-is a string to OpenAPI: `interval` 1s..1h, `maxStepDuration >= minStepDuration`, ...), unique
-check names (defaults depend on the check type), a preset's fit to the checks, router and
-version labels (`metrics_fit_problems`), the Gateway API and Envoy Gateway rules, and
-non-finite numbers (JSON has none: kubectl refuses `.inf` before sending).
+0..100 increasing, pause shape, steps vs stepWeight), `router.stickySessions`, duration
+bounds (a duration is a string to OpenAPI: `interval` 1s..1h, `maxStepDuration >=
+minStepDuration`, ...), unique check names (defaults depend on the check type), a preset's fit
+to the checks, router and version labels (`metrics_fit_problems`), the Gateway API and Envoy
+Gateway rules, and non-finite numbers (JSON has none: kubectl refuses `.inf` before sending).
 """
 
 from __future__ import annotations
@@ -304,7 +305,7 @@ class _Converter:
             having = [i for i, props in enumerate(per_branch) if k in props]
             merged[k] = _merge_field([per_branch[i][k] for i in having],
                                      everywhere=len(having) == len(per_branch))
-            if len(having) < len(per_branch):
+            if len(having) < len(per_branch) and "type" in merged[k]:  # CEL sees typed only
                 allowed = [values[i] for i in having]
                 rules.append({
                     "rule": f"!has(self.{_cel(k)}) || self.{_cel(disc)} in "
@@ -326,9 +327,13 @@ def _merge_field(schemas: list[dict[str, Any]], *, everywhere: bool) -> dict[str
     """One schema for a field several union branches have: what they agree on (the looser
     bounds, the union of enums); the controller checks each branch's own bounds."""
     out = copy.deepcopy(schemas[0])
+    if len({json.dumps(x.get("type")) for x in schemas}) > 1:
+        # e.g. router.stickySessions: an object for Istio, a boolean for NGINX Ingress. One
+        # node cannot have two types: it keeps what it is given, and the controller checks it.
+        return {"description": "; ".join(dict.fromkeys(
+                    str(x.get("description", "")) for x in schemas if x.get("description"))),
+                "x-kubernetes-preserve-unknown-fields": True}
     for other in schemas[1:]:
-        if other.get("type") != out.get("type"):
-            raise ValueError(f"union branches disagree on the type of a field: {out} / {other}")
         if "enum" in out and "enum" in other:
             out["enum"] = out["enum"] + [v for v in other["enum"] if v not in out["enum"]]
         for k in list(out):

@@ -56,7 +56,7 @@ def test_a_canary_ref_policy_without_versions_cannot_start_by_hand() -> None:
     ref = json.loads(policy.model_dump_json(exclude_none=True))
     ref["spec"]["target"] = {"service": "demo", "canaryRef": {"kind": "Deployment",
                                                               "name": "demo-canary"}}
-    with pytest.raises(InvalidCommand, match="target.stable and target.canary"):
+    with pytest.raises(InvalidCommand, match=r"target\.stable and target\.canary"):
         store.create_rollout(Policy.model_validate(ref), T0)
 
 

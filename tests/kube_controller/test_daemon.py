@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 
 from tests.engine.conftest import Daemon, daemon_env
-from tests.support.kube_deploy import ENGINE_NAMESPACE, ENGINE_SERVICE_ACCOUNT
 from tests.kube_controller.conftest import RP, ControllerHarness, rollout_policy, wait_for
+from tests.support.kube_deploy import ENGINE_NAMESPACE, ENGINE_SERVICE_ACCOUNT
 
 
 def test_canary_run_kubernetes_drives_an_applied_policy(harness: ControllerHarness,

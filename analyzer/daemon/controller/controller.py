@@ -275,8 +275,8 @@ class Controller:
         prev_status = obj.get("status") or {}
         self._resume_from_status(t, run, prev_status)
         if meta.get("deletionTimestamp"):
-            self._deleting(obj, t, run, sname, now)
-            self._publish(obj, t, policy, run, None, now, deleting=True)
+            if not self._deleting(obj, t, run, sname, now):
+                self._publish(obj, t, policy, run, None, now, deleting=True)
             return
         if P.FINALIZER not in (meta.get("finalizers") or []):
             self._add_finalizer(obj)
@@ -312,20 +312,24 @@ class Controller:
             t.reported = (run.id, int(seq or 0))
 
     def _deleting(self, obj: Obj, t: Tracked, run: RolloutRecord | None, sname: str,
-                  now: datetime) -> None:
+                  now: datetime) -> bool:
+        """A deleted policy: abort its active run; once none runs, remove the finalizer (True:
+        removed, the object goes)."""
         if P.FINALIZER not in (obj["metadata"].get("finalizers") or []):
-            return
+            return False
         if run is not None and run.active:
             if t.abort_for != run.id:
                 self._abort(obj, t, run, sname, now, "RolloutPolicy deleted: traffic back to "
                             "stable")
-            return
+            return False
         finalizers = obj["metadata"]["finalizers"]
-        self._patch(obj, [
+        removed = self._patch(obj, [
             {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
             {"op": "replace", "path": "/metadata/finalizers",
              "value": [f for f in finalizers if f != P.FINALIZER]}])
-        log.info("RolloutPolicy %s: finalizer removed (no active rollout)", P.key_of(obj))
+        if removed:
+            log.info("RolloutPolicy %s: finalizer removed (no active rollout)", P.key_of(obj))
+        return removed
 
     def _add_finalizer(self, obj: Obj) -> None:
         finalizers = obj["metadata"].get("finalizers")

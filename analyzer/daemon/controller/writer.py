@@ -118,6 +118,9 @@ class StatusWriter:
                         self._written[key] = status
                         self._last_write[key] = now
                 except Exception as e:
+                    if getattr(e, "status", None) == 404:  # the policy is gone: nothing to say
+                        self.forget(*key)
+                        continue
                     self.failures += 1
                     log.warning("status of RolloutPolicy %s/%s not written (retried): %s",
                                 key[0], key[1], _first_line(e))
