@@ -31,12 +31,17 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name)
 
 
-def main() -> None:
+def run_app(typer_app: typer.Typer) -> None:
+    """Run a Typer app as a console script (Ctrl-C: one line, exit status 130)."""
     try:
-        app()
+        typer_app()
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+def main() -> None:
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import getpass
 import secrets
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -285,11 +284,9 @@ for _cmd, _doc in ((Command.PROMOTE, "Skip the rest of the current step (or paus
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    from analyzer.cli.app import run_app
+
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -245,6 +245,11 @@ class Store:
     def ensure_rollout(self, policy: Policy, now: datetime) -> RolloutRecord | None:
         """Create generation 1 of `policy` unless any run of it exists (what `canary run
         --policies DIR` does for each file). Race-free across replicas."""
+        if not policy.versions_known:
+            raise InvalidCommand(
+                f"policy {policy.name}: a canaryRef policy without target.stable and "
+                "target.canary runs as a RolloutPolicy object (canary run --kubernetes), not "
+                "from a policy directory")
         try:
             with self._tx() as conn:
                 exists = conn.execute(
