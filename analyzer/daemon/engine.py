@@ -298,8 +298,8 @@ class Engine:
         plan's (the state rebased onto it, RolloutMachine.rebase) and from it on everything is
         the new policy's (`_switch_policy`). Returns the state this tick starts from."""
         state: RolloutState = rec.state
-        if rec.policy == rt.snapshot:
-            return state
+        if rec.policy == rt.snapshot or state.phase not in (Phase.PENDING, Phase.PROGRESSING):
+            return state  # paused or promoting: the change waits until it progresses again
         policy = rec.load_policy()
         rt.snapshot, rt.pending = rec.policy, policy
         rt.machine = RolloutMachine.for_policy(policy)

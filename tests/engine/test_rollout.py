@@ -192,3 +192,18 @@ def test_state_json_roundtrip():
     state = m.on_time(RolloutState(), T0).after
     state = m.on_decision(state, PROMOTE, T0).after
     assert RolloutState.from_json(state.to_json()) == state
+
+
+def test_rebase_places_a_running_step_in_a_changed_plan() -> None:
+    """A changed spec applies from the next step: the running step keeps its traffic and is
+    placed at the new plan's step of that weight (else the nearest analysis step)."""
+    old = RolloutMachine.for_policy(make_policy(steps="[10, 20, 50, 100]"))
+    new = RolloutMachine.for_policy(make_policy(steps="[20, 40, 100]"))
+    at_20 = RolloutState(phase=Phase.PROGRESSING, step=1, traffic=Traffic(20))
+    assert old.current_step(at_20).traffic.weight == 20
+    assert new.rebase(at_20).step == 0
+    assert new.plan.steps[new.rebase(at_20).step + 1].traffic.weight == 40
+    at_50 = replace(at_20, step=2, traffic=Traffic(50))
+    assert new.rebase(at_50).step == 1  # no 50 in the new plan: its last analysis step
+    paused = replace(at_20, phase=Phase.PAUSED)
+    assert new.rebase(paused) == paused

@@ -50,6 +50,19 @@ def test_a_rolled_back_canary_leaves_the_stable_as_it_was() -> None:
     assert again.stable_version == "v1"
 
 
+def test_the_last_promotion_counts_after_a_rollback() -> None:
+    """v1 -> v2 promoted, v2 -> v3 rolled back: v4 still runs against v2."""
+    store = Store("sqlite://")
+    policy = make_policy(name="checkout")
+    assert run_rollout(policy, store=store, start=T0).phase is Phase.SUCCEEDED
+    third = store.create_rollout(policy, T0, canary_version="v3")
+    store.add_command("checkout", Command.ABORT, "test", T0)
+    Engine(store).tick(third.id, T0)
+    assert store.get(third.id).phase is Phase.ROLLED_BACK
+    fourth = store.create_rollout(policy, T0, canary_version="v4")
+    assert (fourth.stable_version, fourth.canary_version) == ("v2", "v4")
+
+
 def test_a_canary_ref_policy_without_versions_cannot_start_by_hand() -> None:
     store = Store("sqlite://")
     policy = make_policy(name="checkout")

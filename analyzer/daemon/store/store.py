@@ -218,7 +218,13 @@ class Store:
                         select(rollouts).where(rollouts.c.name == policy.name)
                         .order_by(rollouts.c.generation.desc()).limit(1)
                     ).first()
-                    policy = _stable_after_promotion(policy, latest)
+                    promoted = conn.execute(
+                        select(rollouts.c.stable_version, rollouts.c.canary_version)
+                        .where(rollouts.c.name == policy.name,
+                               rollouts.c.phase == Phase.SUCCEEDED.value)
+                        .order_by(rollouts.c.generation.desc()).limit(1)
+                    ).first()
+                    policy = _stable_after_promotion(policy, promoted)
                     target = policy.spec.target
                     if latest is not None and not Phase(latest.phase).terminal:
                         rec = rollout_from_row(latest)
@@ -505,16 +511,17 @@ class Store:
                               as_utc(r.requested_at)) for r in rows]  # type: ignore[arg-type]
 
 
-def _stable_after_promotion(policy: Policy, latest: Any) -> Policy:
+def _stable_after_promotion(policy: Policy, promoted: Any) -> Policy:
     """After a promotion, the promoted version is the stable one for the next run: a policy
-    that still names the old stable (v1) starting v3 after v2 succeeded runs v2 -> v3."""
-    if latest is None or Phase(latest.phase) is not Phase.SUCCEEDED:
+    that still names the old stable (v1) starting v3 after v2 succeeded runs v2 -> v3.
+    `promoted`: the newest succeeded run's (stable_version, canary_version), or None."""
+    if promoted is None:
         return policy
     target = policy.spec.target
-    promoted = latest.canary_version
-    if promoted in (target.stable, target.canary) or latest.stable_version != target.stable:
+    was_stable, version = promoted
+    if version in (target.stable, target.canary) or was_stable != target.stable:
         return policy  # already stable, the same canary again, or the policy names its own
-    return policy.with_versions(stable=promoted)
+    return policy.with_versions(stable=version)
 
 
 def lock_key(namespace: str, item: Any) -> int:
