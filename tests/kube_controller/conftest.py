@@ -29,6 +29,7 @@ import pytest
 from analyzer.daemon.controller import Controller, store_name
 from analyzer.daemon.engine import Engine
 from analyzer.daemon.store import RolloutRecord, Store
+from analyzer.policy import CANARY_REF_API_VERSIONS
 from analyzer.routers.factory import build_router
 from tests.support.clock import EPOCH
 from tests.support.kube_cluster import KubeCluster, kubectl_binary
@@ -162,12 +163,14 @@ class ControllerHarness:
             wait_for(f"the policy watch delivers the deletion of {key}",
                      lambda: key not in c.objects)
         c.reconcile(self.now)
-        if obj is not None and key in c.tracked:
-            ref = self.objects.get("apps/v1", "Deployment", "api-canary")
+        ref_spec = ((obj or {}).get("spec", {}).get("target") or {}).get("canaryRef")
+        if obj is not None and key in c.tracked and ref_spec:
+            ref = self.objects.get(CANARY_REF_API_VERSIONS[ref_spec["kind"]], ref_spec["kind"],
+                                   ref_spec["name"])
             rv = ref["metadata"]["resourceVersion"] if ref else None
-            wait_for(f"the canaryRef watch of {key} delivers api-canary at {rv}", lambda: (
-                (c.tracked[key].ref_object or {}).get("metadata", {}).get("resourceVersion")
-                == rv))
+            wait_for(f"the canaryRef watch of {key} delivers {ref_spec['name']} at {rv}",
+                     lambda: (c.tracked[key].ref_object or {}).get("metadata", {}).get(
+                         "resourceVersion") == rv)
             c.reconcile(self.now)
         assert c.writer.flush(15), "the status writer did not drain"
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from analyzer.core.rollout import Phase
 from analyzer.daemon.controller import COMMAND_ANNOTATION
-from tests.kube_controller.conftest import INTERVAL, RP, ControllerHarness, rollout_policy
+from tests.kube_controller.conftest import (
+    INTERVAL,
+    RP,
+    ControllerHarness,
+    rollout_policy,
+    wait_for,
+)
 
 
 def test_new_image_starts_a_rollout_within_one_interval(harness: ControllerHarness) -> None:
@@ -244,3 +250,34 @@ def test_a_policy_may_not_reach_another_namespace(harness: ControllerHarness) ->
     h.sync()
     st = h.status()
     assert st["phase"] == "Invalid" and "in its own namespace only" in st["message"]
+
+
+def test_a_knative_service_s_new_revision_starts_a_rollout(harness: ControllerHarness) -> None:
+    """canaryRef kind Service (serving.knative.dev/v1): the version is the latest created
+    revision, which Knative writes to the status (here: we do, no Knative controller runs)."""
+    h = harness
+    ksvc = {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "hello"},
+            "spec": {"template": {"spec": {"containers": [
+                {"image": "ghcr.io/knative/helloworld-go:latest"}]}}}}
+    h.objects.seed(ksvc)
+
+    def revision(name: str) -> None:
+        path = h.objects.path("serving.knative.dev/v1", "Service", "hello") + "/status"
+        h.cluster.request("PATCH", path, {"status": {"latestCreatedRevisionName": name}},
+                          content_type="application/merge-patch+json")
+
+    revision("hello-00001")
+    h.objects.seed(rollout_policy(target={"service": "hello", "canaryRef": {
+        "kind": "Service", "name": "hello"}}, router={"provider": "dry-run"}))
+    key = f"{h.namespace}/api"
+    h.sync()
+    wait_for("the Knative Service's revision", lambda: h.controller.seen_version(key)
+             == "hello-00001")
+    h.sync()
+    assert (h.status()["phase"], h.status()["stable"]) == ("Waiting", "hello-00001")
+    revision("hello-00002")
+    wait_for("the new revision", lambda: h.controller.seen_version(key) == "hello-00002")
+    h.sync()
+    run = h.run()
+    assert (run.stable_version, run.canary_version) == ("hello-00001", "hello-00002")
