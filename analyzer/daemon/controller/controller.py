@@ -86,6 +86,7 @@ class Tracked:
     last_command: dict[str, str] | None = None
     invalid_generation: int | None = None  # generation whose problem was reported
     first_seen: str | None = None  # the canaryRef's version when first seen (the stable one)
+    last_tick: tuple[int, int, str, datetime] | None = None  # run id, seq, sentence, time
 
 
 class Controller:
@@ -515,16 +516,21 @@ class Controller:
         if run is not None:
             if t.reported is None or t.reported[0] != run.id:
                 t.reported = (run.id, 0)
-            ticks = self.store.ticks(run.id, since_seq=t.reported[1], limit=MAX_EVENTS_PER_PASS)
-            for body in tick_events(obj, run, ticks):
-                self.writer.event(obj["metadata"]["namespace"], body)
-            if ticks:
-                t.reported = (run.id, ticks[-1].seq)
+            if run.tick_seq > t.reported[1]:  # the store is read only when a tick landed
+                ticks = self.store.ticks(run.id, since_seq=t.reported[1],
+                                         limit=MAX_EVENTS_PER_PASS)
+                for body in tick_events(obj, run, ticks):
+                    self.writer.event(obj["metadata"]["namespace"], body)
+                if ticks:
+                    t.reported = (run.id, ticks[-1].seq)
         last = None
         if run is not None and run.tick_seq:
-            newest = self.store.ticks(run.id, since_seq=run.tick_seq - 1)
-            if newest:
-                last = (newest[-1].reason, newest[-1].scheduled_at)
+            if t.last_tick is None or t.last_tick[:2] != (run.id, run.tick_seq):
+                newest = self.store.ticks(run.id, since_seq=run.tick_seq - 1)
+                t.last_tick = ((run.id, run.tick_seq, newest[-1].reason,
+                                newest[-1].scheduled_at) if newest else None)
+            if t.last_tick is not None:
+                last = (t.last_tick[2], t.last_tick[3])
         desired = self._desired(t, policy)[0] if policy is not None else None
         stable = (self._stable(t, policy, run, obj.get("status") or {}, desired)
                   if policy else None)
