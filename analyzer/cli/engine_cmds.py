@@ -237,7 +237,8 @@ def start(
     if server:
         from analyzer.cli import remote
 
-        remote.start(server, token_file, policy, canary_version, as_json)
+        remote.start(server, token_file, policy.name,
+                     canary_version or policy.spec.target.canary, as_json)
         return
     store = _store(db)
     try:

@@ -115,9 +115,11 @@ def _call(fn: Any, *args: Any) -> Any:
         _fail(str(e))
 
 
-def start(server: str, token_file: Path | None, policy: Any, canary_version: str | None,
+def start(server: str, token_file: Path | None, name: str, canary_version: str | None,
           as_json: bool) -> None:
-    body: dict[str, Any] = {"policy": policy.model_dump(mode="json", exclude_none=True)}
+    """A new run of the policy the engine knows by `name` (its own copy: the engine runs
+    what it was given, a policy file or a RolloutPolicy, not this machine's file)."""
+    body: dict[str, Any] = {"name": name}
     if canary_version:
         body["canaryVersion"] = canary_version
     data = _call(_api(server, token_file).start, body)

@@ -91,10 +91,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path} (see /openapi.json)"
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
+        exc.headers = {**(exc.headers or {}), "Allow": allowed}
         message = (f"method {request.method} not allowed on {request.url.path}: {allowed} "
                    "only (see /openapi.json)")
     return _json(exc.status_code, error_body(exc.status_code, message), exc.headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the app serves on this path (Starlette names only the first route's, and
+    /rollouts has GET and POST as two routes): each method asked of the router."""
+    from starlette.routing import Match
+
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 async def _store_error(request: Request, exc: Exception) -> JSONResponse:

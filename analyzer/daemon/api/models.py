@@ -201,13 +201,11 @@ class Status(Model):
 
 
 class StartRollout(Model):
-    """`POST /rollouts`: a new run of a policy, by name (the policy of its newest run) or as
-    a whole policy object; `canaryVersion` sets target.canary."""
+    """`POST /rollouts`: a new run of a policy the engine knows (a policy file of `canary run
+    --policies`, a RolloutPolicy, or any policy that has run here), by name."""
 
-    name: str | None = Field(None, pattern=NAME_PATTERN, max_length=253,
-                             description="a policy that has run here before")
-    policy: dict[str, Any] | None = Field(None, description="a RolloutPolicy (as a policy file "
-                                          "holds it, in JSON)")
+    name: str = Field(pattern=NAME_PATTERN, max_length=253,
+                      description="the policy (a RolloutPolicy's is NAMESPACE.NAME)")
     canaryVersion: str | None = Field(None, min_length=1, max_length=256,
                                       description="the version to roll out (default: the "
                                                   "policy's target.canary)")

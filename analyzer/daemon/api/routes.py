@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from analyzer.core.rollout import Command
@@ -33,8 +33,8 @@ from analyzer.daemon.api.models import (
     TickList,
 )
 from analyzer.daemon.series import rollout_series
-from analyzer.daemon.store import LastDecision, RolloutRecord, Store
-from analyzer.policy import Policy, PolicyError, validate_policy
+from analyzer.daemon.store import InvalidCommand, LastDecision, RolloutRecord, Store
+from analyzer.policy import Policy
 from analyzer.util.redaction import redact_policy
 from analyzer.util.times import iso
 
@@ -183,28 +183,20 @@ async def get_series(ctx: Ctx, name: RolloutName, generation: Generation = None
 
 
 def _start(store: Store, body: StartRollout) -> dict[str, Any]:
-    if (body.name is None) == (body.policy is None):
-        raise HTTPException(400, "give exactly one of `name` (a policy that has run here) or "
-                                 "`policy` (a whole RolloutPolicy)")
-    if body.policy is not None:
-        try:
-            policy = validate_policy(body.policy, "request body `policy`")
-        except PolicyError as e:
-            raise HTTPException(400, "; ".join(str(p) for p in e.problems)) from None
-    else:
-        policy = store.latest(str(body.name)).load_policy()
+    policy = store.latest(body.name).load_policy()
     try:
         rec = store.create_rollout(policy, datetime.now(UTC), canary_version=body.canaryVersion)
-    except ValueError as e:
-        raise HTTPException(400, f"canaryVersion {body.canaryVersion!r}: {e}") from None
+    except ValueError as e:  # e.g. the canary version is the stable one
+        raise InvalidCommand(f"canaryVersion {body.canaryVersion!r}: {e}") from None
     return summary(rec, None)
 
 
 @rollouts.post("", status_code=201, response_model=Rollout, dependencies=[
     Depends(require_token)], responses=_errors(400, 401, 403, 404, 409, 503),
     openapi_extra={"security": [{"bearer": []}]},
-    summary="Start a rollout (what a CD pipeline calls; needs the bearer token): the same "
-            "version again answers the active run, another version while one runs is a 409")
+    summary="Start a rollout of a known policy (what a CD pipeline calls; needs the bearer "
+            "token): the same version again answers the active run, another version while one "
+            "runs is a 409; after a promotion the promoted version is the stable one")
 async def start_rollout(ctx: Ctx, body: StartRollout) -> dict[str, Any]:
     out = await ctx.call(_start, ctx.store, body)
     if ctx.scheduler is not None:
