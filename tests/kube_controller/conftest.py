@@ -15,7 +15,6 @@ finalizer is removed, exactly as in a real cluster.
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import time
@@ -215,10 +214,6 @@ def harness(rolloutpolicy_crd: KubeCluster, kube_namespace: str,
         yield h
     finally:
         h.close()
-
-
-def copy_spec(obj: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(obj["spec"])
 
 
 from tests.engine.conftest import pg_schema  # noqa: E402,F401  (the PostgreSQL schema fixture)

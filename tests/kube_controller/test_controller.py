@@ -136,12 +136,10 @@ def test_kubectl_canary_promote_and_abort_act_exactly_once(harness: ControllerHa
     assert st["phase"] == "RolledBack" and st["lastCommand"]["command"] == "abort"
     assert {c["type"]: c["status"] for c in st["conditions"]}["RolledBack"] == "True"
     # a command with nothing to act on is refused, said in the status, and waits no more
-    proc = h.kubectl_canary("pause", "api", "--no-wait")
+    h.kubectl_canary("pause", "api", "--no-wait")
     h.sync()
     assert h.status()["lastCommand"]["result"].startswith("refused: no active rollout")
     assert h.store.pending_commands(run.id) == []
-    # with --wait the plugin reports the outcome once the controller took it (here: the
-    # harness's pass, run while the plugin waits, would be needed; --no-wait keeps it simple)
     assert any(e["reason"] == "CommandRefused" for e in h.events())
 
 

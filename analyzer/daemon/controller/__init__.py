@@ -1,7 +1,7 @@
 """The Kubernetes-native engine: RolloutPolicy objects in, rollouts, status and Events out.
 
-- controller.py: the controller (`canary run --kubernetes`): watches, ownership, the reconcile
-  pass;
+- controller.py: the controller (`canary run --kubernetes`): threads, watches, ownership;
+- reconcile.py: one policy's pass (finalizer, commands, spec changes, versions, status);
 - policies.py: one RolloutPolicy as the engine sees it (parse, versions, the command
   annotation);
 - versions.py: the version a canaryRef workload runs;
