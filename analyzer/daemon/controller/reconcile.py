@@ -25,6 +25,7 @@ from analyzer.daemon.controller.kube import CANARY_REF_RESOURCES, KubeApi
 from analyzer.daemon.controller.status import (
     MAX_EVENTS_PER_PASS,
     PolicyView,
+    plan_length,
     policy_status,
     tick_events,
 )
@@ -55,6 +56,8 @@ class Tracked:
     invalid_generation: int | None = None  # generation whose problem was reported
     first_seen: str | None = None  # the canaryRef's version when first seen (the stable one)
     last_tick: tuple[int, int, str, datetime] | None = None  # run id, seq, sentence, time
+    parsed: tuple[Any, Policy | None, str | None] | None = None  # (uid, generation), parse()
+    plan: tuple[int, int] | None = None  # run id, its plan length
 
 
 class PolicyWork:
@@ -88,7 +91,10 @@ class PolicyWork:
         meta = obj["metadata"]
         ns, name = meta["namespace"], meta["name"]
         sname = P.store_name(ns, name)
-        policy, problem = P.parse(obj)
+        key_gen = (meta.get("uid"), meta.get("generation"))
+        if t.parsed is None or t.parsed[0] != key_gen:  # validate each generation once
+            t.parsed = (key_gen, *P.parse(obj))
+        _, policy, problem = t.parsed
         run = self._latest(sname)
         prev_status = obj.get("status") or {}
         self._resume_from_status(t, run, prev_status)
@@ -107,8 +113,9 @@ class PolicyWork:
         self._consume_command(obj, t, run, sname, now)
         self._apply_spec_change(obj, t, policy, run)
         problem = self._follow_ref(key, t, policy, ns)
-        self._versions(obj, t, policy, run, sname, now)
-        self._publish(obj, t, policy, self._latest(sname), problem, now)
+        if self._versions(obj, t, policy, run, sname, now):
+            run = self._latest(sname)  # a rollout was started: publish the new run
+        self._publish(obj, t, policy, run, problem, now)
 
     # -- pieces --------------------------------------------------------------------------
 
@@ -295,30 +302,31 @@ class PolicyWork:
         return found
 
     def _versions(self, obj: Obj, t: Tracked, policy: Policy, run: RolloutRecord | None,
-                  sname: str, now: datetime) -> None:
+                  sname: str, now: datetime) -> bool:
+        """Start, restart or queue on a new version; True when a rollout was started."""
         desired, source = self._desired(t, policy)
         stable = self._stable(t, policy, run, obj.get("status") or {}, desired)
         if desired is None or stable is None:
-            return
+            return False
         if run is not None and run.active:
             current = P.identity(run, "canary")
             if desired == current or t.abort_for == run.id:
-                return
+                return False
             if desired == stable:
                 self._abort(obj, t, run, sname, now, f"{source} is back on the stable version "
                             f"{stable}")
             elif _on_new_version(policy) == "restart":
                 self._abort(obj, t, run, sname, now, f"new version {desired} ({source}): "
                             "restarting the analysis on it")
-            return
+            return False
         last = P.identity(run, "canary") if run is not None else None
         if desired in (stable, last):
-            return
+            return False
         try:
             rec = self.store.create_rollout(P.resolve(policy, stable, desired), now)
         except (StoreError, ValueError) as e:
             self._event(obj, "StartFailed", f"{stable} -> {desired}: {e}", warning=True)
-            return
+            return False
         t.abort_for = None
         log.info("RolloutPolicy %s: run %d started: %s -> %s (%s)", P.key_of(obj),
                  rec.generation, stable, desired, source)
@@ -326,6 +334,7 @@ class PolicyWork:
                     f"({source})")
         if self.scheduler is not None:
             self.scheduler.sync_soon()
+        return True
 
     def _publish(self, obj: Obj, t: Tracked, policy: Policy | None, run: RolloutRecord | None,
                  problem: str | None, now: datetime, *, deleting: bool = False) -> None:
@@ -356,6 +365,8 @@ class PolicyWork:
         if (policy is not None and run is not None and run.active and desired not in (None,
                 canary, stable) and _on_new_version(policy) == "queue"):
             queued = desired
+        if run is not None and (t.plan is None or t.plan[0] != run.id):
+            t.plan = (run.id, plan_length(run))
         view = PolicyView(
             generation=int(obj["metadata"].get("generation") or 0), run=run, canary=canary,
             stable=stable, last_decision=last, problem=problem,
@@ -363,6 +374,7 @@ class PolicyWork:
             deleting=deleting, queued=queued,
             reported_tick=t.reported[1] if t.reported and run else None,
             last_command=t.last_command, replica=self.replica,
+            steps=t.plan[1] if t.plan is not None and run is not None else 0,
             waiting_for=(f"waiting for a new version (now {desired}, the stable one)"
                          if desired is not None else "waiting for the canaryRef's version"))
         status = policy_status(view, obj.get("status"), now)

@@ -46,6 +46,7 @@ class PolicyView:
     last_command: dict[str, str] | None = None
     replica: str | None = None
     waiting_for: str | None = None  # why no rollout runs (no new version yet)
+    steps: int = 0  # the run's plan length (plan_length)
 
 
 def policy_status(view: PolicyView, previous: dict[str, Any] | None,
@@ -63,7 +64,8 @@ def policy_status(view: PolicyView, previous: dict[str, Any] | None,
     else:
         phase = PHASES[run.phase]
     weight = run.state.weight if run is not None else None
-    step = _step(run) if run is not None and not run.phase.terminal else None
+    step = (f"{max(run.state.step + 1, 0)}/{view.steps}" if run is not None
+            and not run.phase.terminal else None)
     message = _message(view, phase)
     conditions = _conditions(view, phase, message, previous, now)
     status = PolicyStatus(
@@ -79,12 +81,9 @@ def policy_status(view: PolicyView, previous: dict[str, Any] | None,
     return status.model_dump(mode="json", exclude_none=True)
 
 
-def _step(run: RolloutRecord) -> str:
-    try:
-        plan = RolloutPlan.from_policy(run.load_policy())
-    except ValueError:
-        return str(run.state.step + 1)
-    return f"{max(run.state.step + 1, 0)}/{len(plan.steps)}"
+def plan_length(run: RolloutRecord) -> int:
+    """How many steps the run's plan has (the m of "step n/m")."""
+    return len(RolloutPlan.from_policy(run.load_policy()).steps)
 
 
 def _message(view: PolicyView, phase: str) -> str:
