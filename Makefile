@@ -8,11 +8,15 @@ STAMP  := $(VENV)/.installed
 
 all: test
 
+# The first run creates the venv and installs over a hundred packages: several minutes (7 on 2
+# shared cores). pip's own output (each package, download progress) shows it is moving.
 $(STAMP): pyproject.toml
+	@echo "make: installing the package and its dependencies into $(VENV) (once, several minutes; progress below)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --progress-bar on -e '.[test]'
 	touch $(STAMP)
+	@echo "make: $(VENV) is ready"
 
 venv: $(STAMP)
 
@@ -36,7 +40,7 @@ demo: venv
 # Jupyter into the venv, then both notebooks executed with their defaults (the postmortem opens
 # the example rollouts in notebooks/data/example.db); executed copies land in out/notebooks/.
 notebooks: venv
-	$(PY) -m pip install --quiet -e '.[notebooks]'
+	$(PY) -m pip install --progress-bar on -e '.[notebooks]'
 	$(PY) scripts/run_notebooks.py
 
 bench: venv sysdeps

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from analyzer.cli.app import app
 from analyzer.cli.common import print_policy_problems
+from analyzer.cli.tables import Column, print_table
 from analyzer.demo.scenario import REPO_POLICIES, DemoOptions
 from analyzer.policy import PolicyError
 
@@ -43,7 +44,7 @@ def demo(
     from analyzer.daemon.store import StoreError
     from analyzer.demo.run import run_demo
     from analyzer.demo.stack import DemoError
-    from analyzer.demo.view import summary_table
+    from analyzer.demo.view import SUMMARY_COLUMNS, summary_rows, summary_title
 
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -64,7 +65,8 @@ def demo(
         err.print("demo interrupted; everything it started is stopped")
         raise typer.Exit(130)
     console.print()
-    console.print(summary_table(result))
+    print_table(console, [Column(c) for c in SUMMARY_COLUMNS], summary_rows(result),
+                title=summary_title(result), title_justify="left")
     if result.mode != "real":
         console.print(f"[yellow]SIMULATED[/]: {result.mode_reason}; times are simulated "
                       "seconds. Install nginx and prometheus for the real demo.", soft_wrap=True)

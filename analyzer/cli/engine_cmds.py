@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,16 +25,17 @@ from rich.console import Console
 from analyzer.cli.app import app
 from analyzer.cli.common import load_policy_or_exit, print_policy_problems
 from analyzer.cli.remote import server_option, token_option
+from analyzer.cli.tables import Column, print_table, stdout_console
 from analyzer.policy import PolicyError, load_policies
 
 if TYPE_CHECKING:  # for annotations only: the commands import what they use when run
     from analyzer.core.rollout import Command
-    from analyzer.daemon.store import Store, TickRow
+    from analyzer.daemon.store import RolloutRecord, Store, TickRow
 
 
 DB_HELP = "database URL: sqlite:///file.db or postgresql://user@host/db (env CANARY_DB)"
 
-out = Console(highlight=False, soft_wrap=True)
+out = stdout_console()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -84,7 +84,11 @@ def run(
         5.0, "--sync-interval", min=0.1, help="seconds between ownership checks (take-over "
         "time of a dead replica's rollouts)"),
     workers: int = typer.Option(8, "--workers", min=1, help="ticks that may run in parallel"),
-    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING"),
+    log_level: str = typer.Option(
+        "INFO", "--log-level", help="DEBUG, INFO (one line per decision that changes "
+        "something), WARNING or ERROR"),
+    log_format: str = typer.Option("text", "--log-format", help="text, or json: one JSON "
+                                   "object per line (time, level, logger, message)"),
     kube_events: bool | None = typer.Option(
         None, "--kube-events/--no-kube-events", help="record decisions as Kubernetes Events "
         "on the routed object (default: on when running in a cluster)"),
@@ -108,14 +112,17 @@ def run(
 ) -> None:
     """The daemon: tick every active rollout at its interval, serve the API and the dashboard
     (http://HOST:PORT/), until SIGTERM; with --kubernetes, drive RolloutPolicy objects too."""
+    from analyzer.daemon import logs
     from analyzer.daemon.api import ApiServer, LinkError, LinkTemplate
     from analyzer.daemon.engine import Engine
     from analyzer.daemon.metrics import EngineMetrics
     from analyzer.daemon.notify import Notifier
     from analyzer.daemon.scheduler import Scheduler
 
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logs.configure(log_level, log_format)
+    except ValueError as e:
+        _fail(str(e), 2)
     loaded = []
     if policies is not None:
         if not policies.is_dir():
@@ -270,8 +277,6 @@ def status(
 
         remote.status(server, name, as_json)
         return
-    from rich.table import Table
-
     from analyzer.daemon.store import NotFound, StoreError
     from analyzer.util.redaction import redact_policy
 
@@ -302,7 +307,7 @@ def status(
             ("rollout", f"{r.name} #{r.generation} (id {r.id})"),
             ("versions", f"{r.stable_version} -> {r.canary_version}"),
             ("phase", str(r.phase)),
-            ("step", f"{r.state.step} at weight {r.state.weight}%"),
+            ("step", f"{_step_of(r)} at weight {r.state.weight}%"),
             ("ticks", f"{r.tick_seq} (last by {r.owner or '-'})"),
             ("updated", r.updated_at.isoformat()),
             ("queued", pending),
@@ -310,19 +315,24 @@ def status(
         ):
             out.print(f"{label + ':':<10}{value}")
         return
-    table = Table(box=None, pad_edge=False)
-    for col in ("NAME", "RUN", "CANARY", "PHASE", "STEP", "WEIGHT", "TICKS", "UPDATED",
-                "REASON"):
-        table.add_column(col, overflow="fold" if col == "REASON" else "ellipsis",
-                         no_wrap=col != "REASON")
+    columns = [Column(c) for c in ("NAME", "RUN", "CANARY", "PHASE", "STEP", "WEIGHT", "TICKS",
+                                   "UPDATED")] + [Column("REASON", text=True)]
+    rows = []
     for r in recs:
         pending = store.pending_commands(r.id)
         phase = str(r.phase) + (f" ({', '.join(str(c.command) for c in pending)} queued)"
                                 if pending else "")
-        table.add_row(r.name, f"#{r.generation}", r.canary_version, phase, str(r.state.step),
-                      f"{r.state.weight}%", str(r.tick_seq),
-                      r.updated_at.strftime("%Y-%m-%d %H:%M:%S"), r.state.reason[:160])
-    out.print(table)
+        rows.append([r.name, f"#{r.generation}", r.canary_version, phase, _step_of(r),
+                     f"{r.state.weight}%", str(r.tick_seq),
+                     r.updated_at.strftime("%Y-%m-%d %H:%M:%S"), r.state.reason])
+    print_table(out, columns, rows, box=None, pad_edge=False)
+
+
+def _step_of(r: RolloutRecord) -> str:
+    """"2 of 4": the step as the dashboard and the judge's sentences number it."""
+    from analyzer.core.rollout import RolloutPlan
+
+    return RolloutPlan.from_policy(r.load_policy()).position(r.state.step)
 
 
 # --------------------------------------------------------------------------- manual gates
@@ -405,8 +415,6 @@ def history(
 
         remote.history(server, name, as_json, limit)
         return
-    from rich.table import Table
-
     from analyzer.daemon.store import NotFound, StoreError
 
     store = _store(db)
@@ -423,16 +431,13 @@ def history(
         typer.echo(json.dumps({"rollout": rec.to_json(),
                                "ticks": [t.to_json(full=True) for t in rows]}, indent=1))
         return
-    table = Table(box=None, pad_edge=False)
-    for col in ("TICK", "TIME", "PHASE", "WEIGHT", "ACTION", "REASON"):
-        table.add_column(col, overflow="fold" if col == "REASON" else "ellipsis")
-    for t in rows:
-        table.add_row(str(t.seq), t.scheduled_at.strftime("%H:%M:%S"), _phase(t),
-                      _weights(t), t.action + (f" ({t.command})" if t.command else ""),
-                      t.reason)
     out.print(f"{rec.name} #{rec.generation}: {rec.stable_version} -> {rec.canary_version}, "
-              f"{rec.phase} at {rec.state.weight}%")
-    out.print(table)
+              f"{rec.phase} at {rec.state.weight}%", markup=False)
+    columns = [Column(c) for c in ("TICK", "TIME", "PHASE", "WEIGHT", "ACTION")] + [
+        Column("REASON", text=True)]
+    lines = [[str(t.seq), t.scheduled_at.strftime("%H:%M:%S"), _phase(t), _weights(t),
+              t.action + (f" ({t.command})" if t.command else ""), t.reason] for t in rows]
+    print_table(out, columns, lines, box=None, pad_edge=False)
 
 
 def _phase(t: TickRow) -> str:

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from analyzer.cli.app import app
 from analyzer.cli.common import load_policy_or_exit
+from analyzer.cli.tables import Column, print_table, stdout_console
 from analyzer.policy import PrometheusSource
 from analyzer.util.times import parse_time
 
@@ -43,7 +44,7 @@ def query(
 
     Exit 1 when the source reports no data (the reason names the query).
     """
-    out = Console(highlight=False, soft_wrap=True)
+    out = stdout_console()
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     policy = load_policy_or_exit(policy_file)
     spec = policy.spec.metrics
@@ -106,31 +107,29 @@ def _to_json(s: Samples, address: str) -> dict[str, object]:
 
 
 def _print(out: Console, s: Samples, address: str, stable: str, canary: str) -> None:
-    from rich.table import Table
-
     from analyzer.core.stats.latency import interpolate_quantile
 
-
-    out.print(f"Prometheus {address}, window {s.t0.isoformat()} .. {s.t1.isoformat()}")
+    out.print(f"Prometheus {address}, window {s.t0.isoformat()} .. {s.t1.isoformat()}",
+              markup=False)
     for i, q in enumerate(s.queries, 1):
-        out.print(f"query {i}: {q}")
+        out.print(f"query {i}: {q}", markup=False)
     if s.stable is None and s.canary is None and not s.ok:
         return  # nothing came back; the caller prints the reason
-    table = Table(title="counts per version (exact, from counter values at the window's ends)")
-    for col in ("version", "requests", "errors", "error rate", "latency obs.",
-                "p50 (est.)", "p99 (est.)"):
-        table.add_column(col, justify="left" if col == "version" else "right")
+    columns = [Column("version")] + [Column(c, justify="right") for c in (
+        "requests", "errors", "error rate", "latency obs.", "p50 (est.)", "p99 (est.)")]
+    rows = []
     for role, name in (("stable", stable), ("canary", canary)):
         v = getattr(s, role)
         if v is None:
-            table.add_row(f"{role} ({name})", "no series", "-", "-", "-", "-", "-")
+            rows.append([f"{role} ({name})", "no series", "-", "-", "-", "-", "-"])
             continue
         rate = f"{100 * v.errors / v.requests:.3f}%" if v.requests else "-"
         lat = v.latency
-        table.add_row(
+        rows.append([
             f"{role} ({name})", str(v.requests), str(v.errors), rate,
             str(lat.total) if lat else "-",
             _fmt_s(interpolate_quantile(lat, 0.5)) if lat else "-",
             _fmt_s(interpolate_quantile(lat, 0.99)) if lat else "-",
-        )
-    out.print(table)
+        ])
+    print_table(out, columns, rows,
+                title="counts per version (exact, from counter values at the window's ends)")

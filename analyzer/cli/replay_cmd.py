@@ -19,6 +19,7 @@ from rich.console import Console
 
 from analyzer.cli.app import app
 from analyzer.cli.common import load_policy_or_exit
+from analyzer.cli.tables import Column, print_table, stdout_console
 
 if TYPE_CHECKING:  # for annotations only: the commands import what they use when run
     from analyzer.offline.replay import ReplayResult
@@ -26,24 +27,17 @@ if TYPE_CHECKING:  # for annotations only: the commands import what they use whe
 
 
 def _table(console: Console, res: ReplayResult) -> None:
-    from rich.table import Table
+    from rich.text import Text
 
-
-    table = Table(title=f"{res.file}", show_lines=True, expand=True)
-    for col in ("tick", "time", "step", "weight", "data %", "decision"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("reason", overflow="fold", ratio=1)
-    colors = {"rollback": "red", "promote": "green", "pause": "yellow", "hold": "white"}
-    for t in res.ticks:
-        c = colors.get(t["decision"], "white")
-        table.add_row(
-            str(t["tick"]), t["t"][11:19], str(t["step"]), f"{t['weight']}%",
-            "" if t["canary_weight"] is None else f"{t['canary_weight']:g}%",
-            f"[{c}]{t['decision']}[/{c}]", t["reason"],
-        )
-    console.print(table)
-    console.print(f"outcome: [bold]{res.outcome}[/bold] (tick {res.decisive_tick} of "
-                  f"{len(res.ticks)})")
+    colors = {"rollback": "red", "promote": "green", "pause": "yellow"}
+    columns = [Column(c) for c in ("tick", "time", "step", "weight", "data %", "decision")] + [
+        Column("reason", text=True)]
+    rows = [[str(t["tick"]), t["t"][11:19], str(t["step"]), f"{t['weight']}%",
+             "" if t["canary_weight"] is None else f"{t['canary_weight']:g}%",
+             Text(t["decision"], style=colors.get(t["decision"], "")), t["reason"]]
+            for t in res.ticks]
+    print_table(console, columns, rows, title=res.file, show_lines=True, expand=True)
+    console.print(f"outcome: {res.summary()}", markup=False)
 
 
 @app.command()
@@ -72,7 +66,7 @@ def replay(
                       '{"t": ..., "canary_weight": ..., "stable": {"requests": ..., '
                       '"errors": ...}, "canary": {...}} (see docs/statistics.md)')
             raise typer.Exit(1) from None
-    console = Console(highlight=False)
+    console = stdout_console()
     for f, lines in loaded:
         res = replay_rollout(policy, lines, str(f))
         if as_json:

@@ -20,12 +20,14 @@ from rich.console import Console
 
 from analyzer.cli.app import app
 from analyzer.cli.common import load_policy_or_exit
+from analyzer.cli.tables import Column, print_table, stdout_console
 from analyzer.daemon.store.errors import StoreError
 from analyzer.daemon.store.urls import DEFAULT_DB
 from analyzer.policy import Policy
 
 if TYPE_CHECKING:  # for annotations only: the commands import what they use when run
     from analyzer.daemon.store import Store
+    from analyzer.offline.backtest import BacktestResult
     from analyzer.offline.montecarlo import Estimate, SimulationSummary
 
 
@@ -182,57 +184,50 @@ def simulate(
 
 def _summary_table(policy: Policy, summaries: list[SimulationSummary], rps: float,
                    base: float, runs: int, note: str | None) -> None:
-    from rich.table import Table
-
-
-    console = Console(highlight=False)
-    table = Table(title=f"{policy.name}: {runs} simulated rollouts per scenario at {rps:g} rps, "
-                  f"base error rate {base:g}", show_lines=False)
-    table.add_column("scenario", overflow="fold")
-    for col in ("false rollbacks", "detected", "rollback after (median)", "(p90)",
-                "promoted after (median)", "undecided"):
-        table.add_column(col, overflow="fold")
-    for s in summaries:
-        table.add_row(s.scenario.name, _fmt_rate(s.false_rollback_rate),
-                      _fmt_rate(s.detection_rate), _fmt_time(s.median_time_to_rollback),
-                      _fmt_time(s.p90_time_to_rollback), _fmt_time(s.median_time_to_promote),
-                      _fmt_rate(s.inconclusive_rate))
-    console.print(table)
+    console = stdout_console()
+    columns = [Column("scenario", text=True)] + [
+        Column(c, justify="right") for c in ("false rollbacks", "detected",
+                                             "rollback after (median)", "(p90)",
+                                             "promoted after (median)", "undecided")]
+    rows = [[s.scenario.name, _fmt_rate(s.false_rollback_rate), _fmt_rate(s.detection_rate),
+             _fmt_time(s.median_time_to_rollback), _fmt_time(s.p90_time_to_rollback),
+             _fmt_time(s.median_time_to_promote), _fmt_rate(s.inconclusive_rate)]
+            for s in summaries]
+    print_table(console, columns, rows,
+                title=f"{policy.name}: {runs} simulated rollouts per scenario at {rps:g} rps, "
+                f"base error rate {base:g}")
     console.print(f"alpha {policy.spec.decision.alpha:g}; ± is the Monte Carlo standard error "
-                  "(more --runs, smaller error); times from the rollout's start.")
+                  "(more --runs, smaller error); times from the rollout's start.", markup=False)
     if note:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
 
 
 def _grid_table(policy: Policy, result: Any, note: str | None) -> None:
-    from rich.table import Table
-
     from analyzer.offline.tuning import recommend
 
-    console = Console(highlight=False)
-    table = Table(title=f"{policy.name}: trade-off ({result.runs} runs per cell)")
+    console = stdout_console()
     keys = list(result.grid)
-    for k in keys:
-        table.add_column(k, overflow="fold")
-    table.add_column("false rollbacks", overflow="fold")
+    columns = [Column(k) for k in keys] + [Column("false rollbacks", justify="right")]
     regs = result.rows[0].regressions if result.rows else ()
     for s in regs:
-        table.add_column(f"detected {s.scenario.name}", overflow="fold")
-        table.add_column("rollback after (median)", overflow="fold")
-    table.add_column("promoted after (median)", overflow="fold")
+        columns += [Column(f"detected {s.scenario.name}", justify="right"),
+                    Column("rollback after (median)", justify="right")]
+    columns.append(Column("promoted after (median)", justify="right"))
+    rows = []
     for row in result.rows:
         cells = [str(row.settings[k]) for k in keys]
         cells.append(_fmt_rate(row.false_rollback_rate))
         for s in row.regressions:
             cells += [_fmt_rate(s.rollback_rate), _fmt_time(s.median_time_to_rollback)]
         cells.append(_fmt_time(row.healthy.median_time_to_promote))
-        table.add_row(*cells)
-    console.print(table)
+        rows.append(cells)
+    print_table(console, columns, rows,
+                title=f"{policy.name}: trade-off ({result.runs} runs per cell)")
     rec = recommend(result, max_false_rollback=policy.spec.decision.alpha)
     console.print(f"fastest with false rollbacks <= {policy.spec.decision.alpha:g} and "
-                  f"detection >= 90%: {rec.reason}")
+                  f"detection >= 90%: {rec.reason}", markup=False)
     if note:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
 
 
 # --------------------------------------------------------------------------- backtest
@@ -300,43 +295,49 @@ def _strict(x: Any) -> Any:
     return x
 
 
-def _backtest_table(res: Any) -> None:
-    from rich.table import Table
+def _backtest_table(res: BacktestResult) -> None:
+    from rich.text import Text
 
-    console = Console(highlight=False)
-    table = Table(title=f"{res.policy} on {res.source}", show_lines=False, expand=True)
-    for col in ("tick", "time", "data %", "canary req/err", "would", "then"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("why (this policy)", overflow="fold", ratio=1)
+    console = stdout_console()
     colours = {"rollback": "red", "promote": "green", "pause": "yellow"}
+
+    def cell(decision: str | None, weight: int | None, command: str | None = None) -> Text:
+        if decision is None:
+            return Text("-")
+        out = Text(decision, style=colours.get(decision, ""))
+        if weight is not None:
+            out.append(f" {weight}%")
+        if command is not None:
+            out.append(" by hand", style="bold")
+        return out
+
+    columns = [Column(c) for c in ("tick", "time", "data %", "canary req/err", "would",
+                                   "then")] + [Column("why (this policy)", text=True)]
+    rows = []
     for t in res.ticks:
-        def cell(decision: str | None, weight: int | None) -> str:
-            if decision is None:
-                return "-"
-            c = colours.get(decision, "white")
-            w = f" {weight}%" if weight is not None else ""
-            return f"[{c}]{decision}[/{c}]{w}"
-        mark = "[bold yellow]*[/bold yellow]" if t.differs else ""
         req = t.counts.get("canary_requests")
-        counts = "-" if req is None else f"{req}/{t.counts.get('canary_errors')}"
-        table.add_row(
-            f"{t.tick}{mark}", t.t1.strftime("%H:%M:%S"),
-            "" if t.canary_weight is None else f"{t.canary_weight:g}%", counts,
-            cell(t.decision, t.weight), cell(t.then_decision, t.then_weight), t.reason)
-    console.print(table)
+        rows.append([
+            Text(str(t.tick)).append("*" if t.differs else "", style="bold yellow"),
+            t.t1.strftime("%H:%M:%S"),
+            "" if t.canary_weight is None else f"{t.canary_weight:g}%",
+            "-" if req is None else f"{req}/{t.counts.get('canary_errors')}",
+            cell(t.decision, t.weight), cell(t.then_decision, t.then_weight, t.command),
+            t.reason])
+    print_table(console, columns, rows, title=f"{res.policy} on {res.source}", expand=True)
     then = f"; then: {res.then_outcome}" if res.then_outcome else ""
-    console.print(f"this policy: [bold]{res.outcome}[/bold] (tick {res.decisive_tick} of "
-                  f"{len(res.ticks)}){then}")
+    console.print(f"this policy: {res.summary()}{then}", markup=False)
     first = res.first_difference
     if res.then_outcome is not None:
         if first is None:
             console.print("same decision as recorded at every tick it ran")
         else:
+            what = (f"{first.command} by hand, not the policy's decision" if first.command
+                    else f"would {first.decision}, then {first.then_decision}")
             console.print(f"{len(res.differences)} tick(s) differ (*), first at tick "
-                          f"{first.tick}: would {first.decision}, then {first.then_decision}. "
-                          "After that the data reflects the weights really applied.")
+                          f"{first.tick}: {what}. After that the data reflects the weights "
+                          "really applied.", markup=False)
     for n in res.notes:
-        console.print(f"note: {n}")
+        console.print(f"note: {n}", markup=False)
 
 
 # --------------------------------------------------------------------------- export, report
@@ -359,7 +360,7 @@ def export(
             intervals = recorded_intervals(store, rid)
             if not intervals:
                 _fail(f"rollout {rollout} has no analysed ticks yet: nothing to export")
-            write_jsonl((r.samples for r in intervals), sys.stdout)
+            write_jsonl(intervals, sys.stdout)
             return
         n = export_rollout(store, rid, out)
     except StoreError as e:

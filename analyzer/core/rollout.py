@@ -27,7 +27,8 @@ Strategies map to steps (`Strategy.weight_steps()`):
 
 Manual commands: `promote` (skip the rest of this step's analysis or a pause: go to the next
 step, still behind the gates), `abort` (roll back), `pause` (stop deciding; the weight stays),
-`resume` (continue: a pause step ends; a paused analysis step restarts its step clock).
+`resume` (continue: a pause step ends; a paused analysis step restarts its step clock and is
+still the same step: the judge does not start a new one, so step numbers do not drift).
 """
 
 from __future__ import annotations
@@ -146,6 +147,14 @@ class RolloutPlan:
         final = Traffic(weight=100) if strategy.type != "mirror" else STABLE_ONLY
         return cls(strategy=strategy.type, steps=tuple(steps), final_traffic=final)
 
+    def position(self, index: int) -> str:
+        """Step `index` (RolloutState.step, 0-based) as people read it: "2 of 4". Sentences,
+        `canary status` and the dashboard all number steps this way (the API's `step` is the
+        index)."""
+        if index < 0:
+            return f"- of {len(self.steps)}"
+        return f"{index + 1} of {len(self.steps)}"
+
 
 @dataclass(frozen=True)
 class RolloutState:
@@ -159,6 +168,7 @@ class RolloutState:
     reason: str = ""
     rollback_pending: bool = False  # a rollback the router refused; retried every tick
     router_failures: int = 0
+    rollback_cause: str = ""  # why a pending rollback was decided (its retries keep it)
 
     @property
     def weight(self) -> int:
@@ -174,6 +184,7 @@ class RolloutState:
             "reason": self.reason,
             "rollback_pending": self.rollback_pending,
             "router_failures": self.router_failures,
+            "rollback_cause": self.rollback_cause,
         }
 
     @classmethod
@@ -187,6 +198,7 @@ class RolloutState:
             reason=str(data.get("reason", "")),
             rollback_pending=bool(data.get("rollback_pending", False)),
             router_failures=int(data.get("router_failures", 0)),
+            rollback_cause=str(data.get("rollback_cause", "")),
         )
 
 
@@ -215,6 +227,7 @@ class Transition:
     traffic: Traffic | None = None
     reset: bool = False
     start_step: bool = False  # the judge starts a new step (its clock and per-step counts)
+    restart_clock: bool = False  # a resumed step: the judge's step clock restarts, same step
     gate: GateRequest | None = None
     command: Command | None = None
     events: tuple[str, ...] = field(default_factory=tuple)
@@ -293,9 +306,11 @@ class RolloutMachine:
             if step is None or step.kind == "pause":
                 t = self._advance(state, now, f"resumed by {actor}")
             else:
+                # The same step goes on (its tests and counts too); its clock restarts, so
+                # maxStepDuration does not end it on the next tick.
                 after = replace(state, phase=Phase.PROGRESSING, step_started_at=now,
                                 pause_until=None, reason=f"resumed by {actor}")
-                t = Transition(state, after, "resume", after.reason, start_step=True)
+                t = Transition(state, after, "resume", after.reason, restart_clock=True)
             return replace(t, command=command)
         # PROMOTE
         if phase is Phase.PROMOTING:
@@ -323,7 +338,7 @@ class RolloutMachine:
         if state.phase.terminal:
             return Transition(state, state, "wait", f"rollout {state.phase}")
         if state.rollback_pending:
-            return self._rollback(state, now, state.reason or "rollback")
+            return self._rollback(state, now, state.rollback_cause or state.reason or "rollback")
         if state.phase is Phase.PENDING:
             return self._advance(state, now, "rollout started")
         if state.phase is Phase.PAUSED:
@@ -348,7 +363,11 @@ class RolloutMachine:
 
         A forward step holds (and after ROUTER_FAILURE_LIMIT refusals in a row becomes a
         rollback); a refused rollback stays pending and is retried every tick until the limit,
-        then the rollout is failed: traffic is in an unknown state and needs a human.
+        then the rollout is failed: traffic is in an unknown state and needs a human. A rollout
+        whose first step the router never took fails at the limit without a rollback: no
+        traffic ever moved, so there is nothing to undo, only the router's problem to fix.
+        Reasons say the cause once, the router's error once and what to do; a retry never
+        wraps the previous retry's reason.
         """
         failures = t.before.router_failures + 1
         before = t.before
@@ -357,18 +376,36 @@ class RolloutMachine:
             # do not count (else a rollback after ROUTER_FAILURE_LIMIT refused steps would
             # fail the rollout on its first refusal).
             failures = failures if before.rollback_pending else 1
+            cause = t.reason
             if failures >= ROUTER_FAILURE_LIMIT:
+                reason = (f"rollback failed: the router refused it {failures} times in a row: "
+                          f"{error}. Traffic may still reach the canary: fix what the error "
+                          "names, then move all traffic to stable by hand (`canary route "
+                          f"POLICY --reset`). The rollback was for: {cause}")
                 after = replace(before, phase=Phase.FAILED, router_failures=failures,
-                                rollback_pending=False,
-                                reason=f"rollback failed {failures} times: {error}")
+                                rollback_pending=False, rollback_cause="", reason=reason)
                 return Transition(before, after, "fail", after.reason, command=t.command)
+            reason = (f"rolling back, not applied yet (the router refused it {failures} of "
+                      f"{ROUTER_FAILURE_LIMIT} times: {error}); the rollback is for: {cause}")
             after = replace(before, rollback_pending=True, router_failures=failures,
-                            reason=f"rollback not applied yet ({t.reason}): {error}")
+                            rollback_cause=cause, reason=reason)
             return Transition(before, after, "rollback-retry", after.reason, command=t.command)
+        if failures >= ROUTER_FAILURE_LIMIT and before.phase is Phase.PENDING:
+            reason = (f"never started: the router refused the first step {failures} times in "
+                      f"a row, so no traffic moved to the canary and nothing needs rolling "
+                      f"back: {error}. Fix what the error names (credentials, RBAC, the "
+                      "routed object, the policy's router block), then start the rollout again "
+                      "(`canary start POLICY`)")
+            after = replace(before, phase=Phase.FAILED, router_failures=failures,
+                            reason=reason)
+            return Transition(before, after, "fail", after.reason, command=t.command)
         if failures >= ROUTER_FAILURE_LIMIT:
-            r = self._rollback(before, now, f"router refused {failures} changes: {error}")
+            r = self._rollback(before, now, f"the router refused {failures} changes in a row: "
+                               f"{error}")
             return replace(r, before=before, after=replace(r.after, router_failures=failures))
-        after = replace(before, router_failures=failures, reason=f"router error: {error}")
+        after = replace(before, router_failures=failures,
+                        reason=f"router error ({failures} of {ROUTER_FAILURE_LIMIT} before "
+                        f"giving up): {error}")
         return Transition(before, after, "router-hold", after.reason, command=t.command)
 
     # -- internals ------------------------------------------------------------------------
@@ -383,7 +420,7 @@ class RolloutMachine:
 
     def _rollback(self, state: RolloutState, now: datetime, reason: str) -> Transition:
         after = replace(state, phase=Phase.ROLLED_BACK, traffic=STABLE_ONLY, pause_until=None,
-                        rollback_pending=False, reason=reason)
+                        rollback_pending=False, rollback_cause="", reason=reason)
         return Transition(state, after, "rollback", reason, traffic=STABLE_ONLY, reset=True)
 
     def _advance(self, state: RolloutState, now: datetime, reason: str) -> Transition:

@@ -249,11 +249,15 @@ class Engine:
                 self._record_reconcile(rollout_id, reconciled_from, state.traffic, now)
             return TickOutcome(rollout_id, False, None, t, reconciled=reconciled_from is not None)
 
-        # The judge's clock: a new step (or a resumed one) starts now.
-        if t.start_step and t.after.phase is Phase.PROGRESSING:
+        # The judge's clock: a new step starts now; a resumed step goes on with its clock
+        # restarted (Judge.step_started: minStepDuration and maxStepDuration count from here).
+        if (t.start_step or t.restart_clock) and t.after.phase is Phase.PROGRESSING:
             if judge is None:
                 judge = self._judge(policy, rec.judge_state, source=rt.source, now=now)
-            judge.start_step(now, float(t.after.weight))
+            if t.start_step:
+                judge.start_step(now, float(t.after.weight))
+            else:
+                judge.step_started = now
         judge_state = judge.to_state() if judge is not None else None
 
         events = [(t.action, t.reason)] if t.action not in ("hold",) else []
@@ -445,13 +449,11 @@ class Engine:
         if samples is not None and not samples.ok:
             m.data_failures.labels(rollout=name).inc()
         if decision is not None:
-            for v in decision.verdicts:
-                if v.evidence is not None:
-                    m.evidence.labels(rollout=name, check=v.check).set(v.evidence)
-                if v.estimate is not None:
-                    m.estimate.labels(rollout=name, check=v.check).set(v.estimate)
-        log.info("%s tick %d: %s -> %s step %d weight %d: %s", name, seq, t.before.phase,
-                 after.phase, after.step, after.weight, t.reason)
+            m.set_verdicts(name, decision.verdicts)
+        # INFO only for a decision that changes something: a holding tick is not news.
+        log.log(logging.INFO if t.changed else logging.DEBUG,
+                "%s tick %d: %s -> %s, step %s, weight %d%%: %s", name, seq, t.before.phase,
+                after.phase, rt.machine.plan.position(after.step), after.weight, t.reason)
         if self.notifier is not None and t.changed:
             self.notifier.notify(rt.policy, _notice(rt.policy, rollout_id, seq, t, decision))
 

@@ -6,7 +6,11 @@ deploy/grafana/ is checked against.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from analyzer.core.types import Verdict
 
 ROLLOUT_STATES = (
     "pending", "progressing", "paused", "promoting", "succeeded", "rolled_back", "failed",
@@ -33,8 +37,11 @@ class EngineMetrics:
             "canary_decisions", "Decisions taken, by outcome", ["rollout", "decision"], registry=r,
         )
         self.evidence = Gauge(
-            "canary_check_evidence", "Latest evidence (e-value) per check", ["rollout", "check"],
-            registry=r,
+            "canary_check_evidence",
+            "Latest evidence per check, by kind: regression and non_inferiority e-values (a "
+            "check rolls back or counts as non-inferior at its threshold), sample_ratio_mismatch "
+            "(e-value), consecutive_failures (threshold checks), p_value (classic tests)",
+            ["rollout", "check", "kind"], registry=r,
         )
         self.estimate = Gauge(
             "canary_check_estimate", "Latest effect estimate (canary/stable ratio) per check",
@@ -53,9 +60,42 @@ class EngineMetrics:
         )
         self.active = Gauge("canary_rollouts_active", "Rollouts this replica ticks", registry=r)
 
+    def set_verdicts(self, rollout: str, verdicts: Iterable[Verdict]) -> None:
+        """The latest evidence and estimate of each check (after a tick with a decision)."""
+        for v in verdicts:
+            for kind, value in evidence_by_kind(v).items():
+                self.evidence.labels(rollout=rollout, check=v.check, kind=kind).set(value)
+            if v.estimate is not None:
+                self.estimate.labels(rollout=rollout, check=v.check).set(v.estimate)
+
     def set_state(self, rollout: str, state: str) -> None:
         for s in ROLLOUT_STATES:
             self.state.labels(rollout=rollout, state=s).set(1 if s == state else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+#: the `kind` label of canary_check_evidence for a verdict's own evidence
+EVIDENCE_KINDS = {"failures": "consecutive_failures", "p-value": "p_value"}
+
+
+def evidence_by_kind(v: Verdict) -> dict[str, float]:
+    """A verdict's evidence as `kind` -> value: a rate-ratio check reports both its e-values
+    (regression, non_inferiority); the sample-ratio check its mismatch e-value; a rollback-only
+    e-value test (latency distribution) its regression e-value; thresholds their consecutive
+    failures; classic tests their p-value."""
+    details = v.details or {}
+    if details.get("e_regression") is not None:
+        out = {"regression": float(details["e_regression"])}
+        # the e-value the check's sentence calls non-inferiority (with the negligible-rate
+        # route averaged in when the check has one)
+        ok = details.get("e_ok", details.get("e_noninferiority"))
+        if ok is not None:
+            out["non_inferiority"] = float(ok)
+        return out
+    if v.evidence is None:
+        return {}
+    if v.check == "sample-ratio":
+        return {"sample_ratio_mismatch": v.evidence}
+    return {EVIDENCE_KINDS.get(v.evidence_kind or "", "regression"): v.evidence}

@@ -25,6 +25,8 @@ MARKED_DECISIONS = ("promote", "rollback", "pause")
 #: latency quantiles estimated per version and tick
 QUANTILES = (0.5, 0.9, 0.99)
 VERSIONS = ("stable", "canary")
+#: the judge's sample-ratio check: its estimate is the canary's share of requests in percent
+SAMPLE_RATIO = "sample-ratio"
 
 
 def histogram_quantile(hist: dict[str, Any] | None, q: float) -> float | None:
@@ -49,6 +51,34 @@ class CheckSeries:
     e_ok: list[float] = field(default_factory=list)  # non-inferiority e-value, when reported
     threshold: float | None = None
     tolerance_ratio: float | None = None
+    #: what the estimate should be: the router's weight at each tick (sample-ratio check)
+    expected: list[float] = field(default_factory=list)
+
+    @property
+    def estimate_label(self) -> str:
+        """The estimate's axis label."""
+        if self.name == SAMPLE_RATIO:
+            return "canary share of requests (%)"
+        if self.kind == "e-value" and self.tolerance_ratio is not None:
+            return "canary / stable"
+        if self.kind == "failures":
+            return "canary value"
+        return "estimate"
+
+    @property
+    def tolerance_label(self) -> str | None:
+        """The tolerance line's label as the policy writes it: "1 + tolerance 1 = 2"."""
+        if self.tolerance_ratio is None:
+            return None
+        return f"1 + tolerance {self.tolerance_ratio - 1:.6g} = {self.tolerance_ratio:.6g}"
+
+    @property
+    def evidence_label(self) -> str:
+        """The evidence series' legend."""
+        if self.name == SAMPLE_RATIO:
+            return "sample-ratio mismatch e-value"
+        return {"e-value": "regression e-value", "p-value": "p-value (fixed horizon)",
+                "failures": "consecutive failures"}.get(self.kind or "", "evidence")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +87,8 @@ class CheckSeries:
             "high": _json_floats(self.hi), "evidence": _json_floats(self.evidence),
             "e_ok": _json_floats(self.e_ok), "threshold": _json_float(self.threshold),
             "tolerance_ratio": _json_float(self.tolerance_ratio),
+            "expected": _json_floats(self.expected), "estimate_label": self.estimate_label,
+            "evidence_label": self.evidence_label, "tolerance_label": self.tolerance_label,
         }
 
 
@@ -123,6 +155,9 @@ def rollout_series(ticks: list[TickRow]) -> RolloutSeries:
             c.evidence.append(_num(details.get("e_regression", verdict.get("evidence"))
                                    if c.kind == "e-value" else verdict.get("evidence")))
             c.e_ok.append(_num(details.get("e_ok", details.get("e_noninferiority"))))
+            if c.name == SAMPLE_RATIO:
+                weight = samples.get("canary_weight")
+                c.expected.append(_num(weight if weight is not None else tick.weight_before))
             if verdict.get("threshold") is not None:
                 c.threshold = _num(verdict["threshold"])
             if details.get("tolerance_ratio") is not None:

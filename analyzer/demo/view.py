@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ class RolloutView:
     action: str = "-"  # what the last tick did: start, hold, promote, rollback, ...
     reason: str = "waiting for the first tick"
     recent: deque[Samples] = field(default_factory=lambda: deque(maxlen=5))
+    analysed: list[Samples] = field(default_factory=list)  # every analysed window
     started: float = 0.0
     finished: float | None = None
 
@@ -55,24 +56,38 @@ class RolloutView:
             self.decision = out.decision
         if out.samples is not None and out.samples.ok:
             self.recent.append(out.samples)
+            self.analysed.append(out.samples)
 
-    def version_figures(self, role: str) -> tuple[float | None, float | None, float | None]:
-        """(requests/s, error rate, p99 in seconds) over the last few windows."""
-        n = errors = 0
-        hist: Histogram | None = None
-        seconds = 0.0
-        for s in self.recent:
-            v: VersionSample | None = getattr(s, role)
-            seconds += (s.t1 - s.t0).total_seconds()
-            if v is None:
-                continue
-            n += v.requests
-            errors += v.errors
-            hist = add_histograms(hist, v.latency)
-        rate = n / seconds if seconds > 0 else None
-        err = errors / n if n else None
-        p99 = interpolate_quantile(hist, 0.99) if hist is not None and hist.total else None
-        return rate, err, p99
+    def version_figures(self, role: str, whole: bool = False
+                        ) -> tuple[float | None, float | None, float | None]:
+        """(requests/s, error rate, p99 in seconds) over the last few windows, or over every
+        window the rollout analysed (`whole`)."""
+        return _figures(self.analysed if whole else self.recent, role)
+
+    def seconds(self, whole: bool = False) -> float:
+        """The time the figures cover: the last few windows, or every analysed window."""
+        return sum((s.t1 - s.t0).total_seconds() for s in (self.analysed if whole
+                                                            else self.recent))
+
+
+def _figures(windows: Iterable[Samples], role: str
+             ) -> tuple[float | None, float | None, float | None]:
+    """(requests/s, error rate, p99 in seconds) of one version over `windows`."""
+    n = errors = 0
+    hist: Histogram | None = None
+    seconds = 0.0
+    for s in windows:
+        v: VersionSample | None = getattr(s, role)
+        seconds += (s.t1 - s.t0).total_seconds()
+        if v is None:
+            continue
+        n += v.requests
+        errors += v.errors
+        hist = add_histograms(hist, v.latency)
+    rate = n / seconds if seconds > 0 else None
+    err = errors / n if n else None
+    p99 = interpolate_quantile(hist, 0.99) if hist is not None and hist.total else None
+    return rate, err, p99
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:
@@ -126,13 +141,19 @@ class DemoView:
             ("   weight ", "dim"), ("█" * filled, "cyan"), ("░" * (bar_len - filled), "dim"),
             f" {r.weight:3d}%", ("   steps ", "dim"), "→".join(str(w) for w in steps) + "%",
         )
+        # The last few windows move with every tick; beside them, the whole rollout so far
+        # (a canary's last window alone can look worse, or better, than it is).
         versions = Table(box=None, pad_edge=False, show_edge=False, expand=False)
-        for col in ("version", "req/s", "error rate", "p99"):
-            versions.add_column(col, justify="left" if col == "version" else "right",
-                                style="bold" if col == "version" else None)
+        for col in ("version", "over", "req/s", "error rate", "p99"):
+            versions.add_column(col, justify="right" if col in ("req/s", "error rate", "p99")
+                                else "left", style="bold" if col == "version" else None)
+        spans = ((False, f"last {r.seconds():.0f}s"),
+                 (True, f"whole rollout ({r.seconds(whole=True):.0f}s)"))
         for role, name in (("stable", t.stable), ("canary", t.canary)):
-            rate, err, p99 = r.version_figures(role)
-            versions.add_row(f"{name} ({role})", _fmt(rate, ".0f"), _pct(err), _ms(p99))
+            for k, (whole, label) in enumerate(spans):
+                rate, err, p99 = r.version_figures(role, whole=whole)
+                versions.add_row(f"{name} ({role})" if k == 0 else "", label,
+                                 _fmt(rate, ".0f"), _pct(err), _ms(p99))
         checks = Table(box=None, pad_edge=False, show_edge=False)
         for col in ("check", "outcome", "estimate [CI]", "evidence"):
             checks.add_column(col)
@@ -204,14 +225,16 @@ class DemoResult:
         return not self.interrupted and all(r.as_expected for r in self.rollouts)
 
 
-def summary_table(result: DemoResult) -> Table:
-    """The end-of-demo table: outcome per rollout against the expected one, time, ticks."""
-    table = Table(title=f"canary demo ({result.mode}) finished in {result.seconds:.0f}s",
-                  title_justify="left")
-    for col in ("rollout", "outcome", "expected", "weight", "took", "ticks"):
-        table.add_column(col, no_wrap=True)
-    for r in result.rollouts:
-        style = "green" if r.as_expected else "red"
-        table.add_row(r.name, Text(str(r.phase), style=style), str(r.expected),
-                      f"{r.weight}%", f"{r.seconds:.0f}s", str(r.ticks))
-    return table
+SUMMARY_COLUMNS = ("rollout", "outcome", "expected", "weight", "took", "ticks")
+
+
+def summary_title(result: DemoResult) -> str:
+    return f"canary demo ({result.mode}) finished in {result.seconds:.0f}s"
+
+
+def summary_rows(result: DemoResult) -> list[list[str | Text]]:
+    """The end-of-demo table's rows (SUMMARY_COLUMNS): outcome per rollout against the
+    expected one, time, ticks."""
+    return [[r.name, Text(str(r.phase), style="green" if r.as_expected else "red"),
+             str(r.expected), f"{r.weight}%", f"{r.seconds:.0f}s", str(r.ticks)]
+            for r in result.rollouts]

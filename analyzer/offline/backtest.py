@@ -21,6 +21,11 @@ the latency tests then leave out (as in replay).
 When Prometheus alone is the history, the router's weight is not in it: each interval's
 `canary_weight` is then the observed share of canary requests, which makes the sample-ratio
 check vacuous (give the recorded rollout too to check it).
+
+Tick numbers are the engine's (`canary history`'s TICK) whenever a recorded rollout is there;
+the manual commands it applied (promote, abort, pause, resume) are rows of their own, always a
+difference: the policy alone would not have done them. Prometheus alone has no engine ticks:
+its windows are numbered 1, 2, ... from `start`.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 from analyzer.core.types import Samples
 from analyzer.daemon.store import Store, TickRow
 from analyzer.offline.export import recorded_intervals
-from analyzer.offline.replay import replay_rollout
+from analyzer.offline.replay import outcome_text, replay_rollout
 from analyzer.policy import Policy, PrometheusSource
 from analyzer.sources.replay import ReplayLine
 from analyzer.util.times import iso
@@ -61,9 +66,12 @@ class BacktestTick:
     then_reason: str | None = None
     then_weight: int | None = None
     checks: tuple[dict[str, Any], ...] = ()
+    command: str | None = None  # a manual command the engine applied at this tick (no data)
 
     @property
     def differs(self) -> bool:
+        if self.command is not None:
+            return True  # a human did what the policy alone would not have done
         return (self.decision is not None and self.then_decision is not None
                 and self.decision != self.then_decision)
 
@@ -74,7 +82,7 @@ class BacktestTick:
             "decision": self.decision, "reason": self.reason, "step": self.step,
             "weight": self.weight, "then_decision": self.then_decision,
             "then_reason": self.then_reason, "then_weight": self.then_weight,
-            "differs": self.differs, "checks": list(self.checks),
+            "command": self.command, "differs": self.differs, "checks": list(self.checks),
         }
 
 
@@ -87,10 +95,16 @@ class BacktestResult:
     source: str
     ticks: tuple[BacktestTick, ...]
     outcome: str
-    decisive_tick: int
+    decisive_tick: int | None
     reason: str
     then_outcome: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    paused: bool = False  # the policy's judge paused (its run ended there)
+
+    def summary(self) -> str:
+        """The policy's outcome in words, with tick numbers (as `canary replay` says it)."""
+        analysed = [t.tick for t in self.ticks if t.decision is not None]
+        return outcome_text(self.outcome, self.decisive_tick, analysed, paused=self.paused)
 
     @property
     def differences(self) -> list[BacktestTick]:
@@ -109,7 +123,7 @@ class BacktestResult:
         return {
             "final": True, "policy": self.policy, "source": self.source,
             "outcome": self.outcome, "ticks": self.decisive_tick,
-            "total_ticks": len(self.ticks), "reason": self.reason,
+            "total_ticks": len(self.ticks), "summary": self.summary(), "reason": self.reason,
             "then_outcome": self.then_outcome,
             "differences": len(self.differences),
             "first_difference": first.tick if first else None, "notes": list(self.notes),
@@ -121,29 +135,34 @@ def backtest_samples(
     intervals: Sequence[Samples],
     *,
     recorded: Sequence[TickRow] | None = None,
+    manual: Sequence[TickRow] = (),
     then_outcome: str | None = None,
     source: str = "samples",
     notes: Sequence[str] = (),
     latency_bounds: Mapping[str, float | None] | None = None,
 ) -> BacktestResult:
     """Run `policy` over `intervals` (oldest first) as `canary replay` would; `recorded[i]`
-    is the engine's tick for `intervals[i]` when known, `latency_bounds` the bounds its judge
-    used (see `replay_rollout`)."""
+    is the engine's tick for `intervals[i]` when known (its number names the row), `manual`
+    the recorded ticks where the engine applied a manual command (rows of their own),
+    `latency_bounds` the bounds its judge used (see `replay_rollout`)."""
     if not intervals:
         raise BacktestError(f"{source}: no intervals to backtest")
     if recorded is not None and len(recorded) != len(intervals):
         raise ValueError("recorded must have one tick per interval")
-    lines = [ReplayLine(i, s) for i, s in enumerate(intervals, start=1)]
+    numbers = ([r.seq for r in recorded] if recorded is not None
+               else list(range(1, len(intervals) + 1)))
+    lines = [ReplayLine(n, s, tick=n) for n, s in zip(numbers, intervals, strict=True)]
     res = replay_rollout(policy, lines, source, latency_bounds=latency_bounds)
     would = {t["tick"]: t for t in res.ticks}
+    ended = f"(the policy's run ended at tick {res.decisive_tick})"
     out = []
-    for i, s in enumerate(intervals, start=1):
-        w = would.get(i)
-        rec = recorded[i - 1] if recorded is not None else None
+    for i, (n, s) in enumerate(zip(numbers, intervals, strict=True)):
+        w = would.get(n)
+        rec = recorded[i] if recorded is not None else None
         out.append(BacktestTick(
-            tick=i, t0=s.t0, t1=s.t1, canary_weight=s.canary_weight, counts=_counts(s),
+            tick=n, t0=s.t0, t1=s.t1, canary_weight=s.canary_weight, counts=_counts(s),
             decision=w["decision"] if w else None,
-            reason=w["reason"] if w else f"(the policy's run ended at tick {res.decisive_tick})",
+            reason=w["reason"] if w else ended,
             step=w["step"] if w else None, weight=w["weight"] if w else None,
             then_decision=(rec.decision or rec.action) if rec else None,
             then_reason=rec.reason if rec else None,
@@ -153,8 +172,23 @@ def backtest_samples(
                 for c in (w["checks"] if w else [])
             ),
         ))
+    for m in manual:
+        at = m.t1 or m.scheduled_at
+        out.append(BacktestTick(
+            tick=m.seq, t0=m.t0 or at, t1=at, canary_weight=None, counts=_counts(None),
+            decision=None, reason=f"(no data: {m.command} by hand, not a decision of the "
+            "policy)", step=None, weight=None, then_decision=m.action, then_reason=m.reason,
+            then_weight=m.weight_after, command=m.command,
+        ))
+    out.sort(key=lambda t: t.tick)
     return BacktestResult(policy.name, source, tuple(out), res.outcome, res.decisive_tick,
-                          res.reason, then_outcome, tuple(notes))
+                          res.reason, then_outcome, tuple(notes), paused=res.paused)
+
+
+def manual_commands(ticks: Sequence[TickRow]) -> list[TickRow]:
+    """The recorded ticks where the engine applied a manual command (an ignored one, e.g. a
+    resume of a running rollout, changed nothing and is left out)."""
+    return [t for t in ticks if t.command and t.action != "ignored"]
 
 
 def backtest_rollout(store: Store, rollout_id: int, policy: Policy | None = None) -> BacktestResult:
@@ -171,6 +205,7 @@ def backtest_rollout(store: Store, rollout_id: int, policy: Policy | None = None
                    if r.tick.judge_state), None)
     return backtest_samples(
         policy, [r.samples for r in intervals], recorded=[r.tick for r in intervals],
+        manual=manual_commands(store.ticks(rollout_id)),
         then_outcome=str(rec.phase), source=f"rollout {rec.name}#{rec.generation} (id {rec.id})",
         latency_bounds=bounds,
     )
@@ -262,8 +297,11 @@ def backtest_prometheus(
         intervals = prometheus_intervals(
             policy, [(r.samples.t0, r.samples.t1) for r in recorded],
             [r.samples.canary_weight for r in recorded])
+        first, last = recorded[0].tick.seq, recorded[-1].tick.seq
+        manual = [t for t in manual_commands(store.ticks(rollout_id)) if first < t.seq < last]
         return backtest_samples(
-            policy, intervals, recorded=[r.tick for r in recorded], then_outcome=str(rec.phase),
+            policy, intervals, recorded=[r.tick for r in recorded], manual=manual,
+            then_outcome=str(rec.phase),
             source=f"{addr} for rollout {rec.name}#{rec.generation} (id {rec.id})",
         )
     if start is None or end is None:
@@ -276,17 +314,17 @@ def backtest_prometheus(
     )
 
 
-def _counts(s: Samples) -> dict[str, int | None]:
+def _counts(s: Samples | None) -> dict[str, int | None]:
     return {
-        "stable_requests": s.stable.requests if s.stable else None,
-        "stable_errors": s.stable.errors if s.stable else None,
-        "canary_requests": s.canary.requests if s.canary else None,
-        "canary_errors": s.canary.errors if s.canary else None,
+        "stable_requests": s.stable.requests if s and s.stable else None,
+        "stable_errors": s.stable.errors if s and s.stable else None,
+        "canary_requests": s.canary.requests if s and s.canary else None,
+        "canary_errors": s.canary.errors if s and s.canary else None,
     }
 
 
 __all__ = [
     "BacktestError", "BacktestResult", "BacktestTick", "backtest_prometheus",
-    "backtest_rollout", "backtest_samples", "prometheus_intervals",
+    "backtest_rollout", "backtest_samples", "manual_commands", "prometheus_intervals",
     "tick_windows", "with_address",
 ]

@@ -4,9 +4,10 @@ and exporting its analysed intervals in `canary replay`'s JSONL format
 
 Used by `canary export`, `canary report`, `canary backtest` and the postmortem notebook.
 Every analysis tick the engine committed carries the Samples it judged; each becomes one line,
-oldest first, with the window's start `t0` written out, so `canary replay` sees exactly the
-windows the engine saw (also after a late or missed tick). Ticks without samples (start, pause
-steps, manual commands, finishing a promotion) have no line.
+oldest first, with the window's start `t0` and the engine's tick number `tick` written out, so
+`canary replay` sees exactly the windows the engine saw (also after a late or missed tick) and
+names each by the tick `canary history` shows. Ticks without samples (start, pause steps,
+manual commands, finishing a promotion) have no line.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class RecordedInterval:
 
     samples: Samples
     tick: TickRow
+
+    def to_replay_json(self) -> dict[str, Any]:
+        """This interval as one replay line, with its tick number."""
+        return {"tick": self.tick.seq, **to_replay_json(self.samples)}
 
 
 def resolve_rollout(store: Store, ref: str | int) -> RolloutRecord:
@@ -96,14 +101,14 @@ def to_replay_json(samples: Samples) -> dict[str, Any]:
 
 def export_jsonl(store: Store, rollout_id: int) -> list[dict[str, Any]]:
     """The rollout's analysed intervals as replay lines (dicts), oldest first."""
-    return [to_replay_json(r.samples) for r in recorded_intervals(store, rollout_id)]
+    return [r.to_replay_json() for r in recorded_intervals(store, rollout_id)]
 
 
-def write_jsonl(samples: Iterable[Samples], fh: TextIO) -> int:
-    """Write replay lines, one per Samples; return how many."""
+def write_jsonl(intervals: Iterable[RecordedInterval], fh: TextIO) -> int:
+    """Write one replay line per recorded interval; return how many."""
     n = 0
-    for s in samples:
-        fh.write(json.dumps(to_replay_json(s), separators=(",", ":")) + "\n")
+    for r in intervals:
+        fh.write(json.dumps(r.to_replay_json(), separators=(",", ":")) + "\n")
         n += 1
     return n
 
@@ -117,7 +122,7 @@ def export_rollout(store: Store, rollout_id: int, path: str | Path) -> int:
         raise NothingToExport(f"rollout {rec.name}#{rec.generation} (id {rollout_id}) has no "
                               "analysed ticks yet: nothing to export")
     with open(path, "w", encoding="utf-8") as fh:
-        return write_jsonl((r.samples for r in intervals), fh)
+        return write_jsonl(intervals, fh)
 
 
 __all__ = [

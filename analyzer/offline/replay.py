@@ -35,11 +35,17 @@ def _clean(x: Any) -> Any:
 
 @dataclass
 class ReplayResult:
+    """One file's run. Ticks are numbered as the engine numbered them (`canary history`'s
+    TICK: each line's `tick`, which `canary export` writes), else by position in the file.
+    `decisive_tick` is the tick of the rollback, of the full promotion or of the judge's pause
+    (the last promotion's when the data ended first; None when nothing was decided)."""
+
     file: str
     ticks: list[dict[str, Any]] = field(default_factory=list)
     outcome: str = "inconclusive"
-    decisive_tick: int = 0
+    decisive_tick: int | None = None
     reason: str = ""
+    paused: bool = False  # the judge paused (onInconclusive / onDataFailure: pause)
 
     def final(self) -> dict[str, Any]:
         """The summary line of `canary replay --json` (strict JSON)."""
@@ -52,6 +58,28 @@ class ReplayResult:
             "reason": self.reason,
         })
 
+    def summary(self) -> str:
+        """The outcome in words, e.g. "rolled_back at tick 32" (the tools print this)."""
+        return outcome_text(self.outcome, self.decisive_tick, [t["tick"] for t in self.ticks],
+                            paused=self.paused)
+
+
+def outcome_text(outcome: str, decisive_tick: int | None, ticks: list[int], *,
+                 paused: bool = False) -> str:
+    """A run's outcome with the engine's tick numbers: "rolled_back at tick 32 (analysed ticks
+    2-32)", "inconclusive: no rollback or full promotion in 34 analysed tick(s) (2-40)"."""
+    if not ticks:
+        return f"{outcome}: nothing analysed"
+    numbers = str(ticks[0]) if len(ticks) == 1 else f"{ticks[0]}-{ticks[-1]}"
+    analysed = f"analysed tick{'s' if len(ticks) > 1 else ''} {numbers}"
+    if outcome in ("rolled_back", "promoted") and decisive_tick is not None:
+        return f"{outcome} at tick {decisive_tick} ({analysed})"
+    if paused and decisive_tick is not None:
+        return f"{outcome}: paused at tick {decisive_tick} ({analysed})"
+    last = f"; last promotion at tick {decisive_tick}" if decisive_tick is not None else ""
+    return (f"{outcome}: no rollback or full promotion in {len(ticks)} analysed tick(s) "
+            f"({numbers}){last}")
+
 
 def replay_rollout(policy: Policy, lines: list[ReplayLine], file: str, *,
                    latency_bounds: Mapping[str, float | None] | None = None) -> ReplayResult:
@@ -59,15 +87,21 @@ def replay_rollout(policy: Policy, lines: list[ReplayLine], file: str, *,
 
     Latency bounds are picked on the first window's stable traffic (which the latency tests
     then leave out), unless `latency_bounds` gives one for every latency test: a backtest of a
-    recorded rollout passes the engine's, picked on its pre-rollout baseline."""
-    steps = [s for s in policy.spec.strategy.weight_steps() if isinstance(s, int)]
+    recorded rollout passes the engine's, picked on its pre-rollout baseline.
+
+    Each tick's `step` is the policy's step as the engine numbers it (1-based, pause steps
+    counted: the dashboard's "step 3 of 5"), `tick` the line's tick number or position."""
+    plan = policy.spec.strategy.weight_steps()
+    positions = [i for i, s in enumerate(plan) if isinstance(s, int)]
+    steps = [s for s in plan if isinstance(s, int)]
     judge = Judge(policy)
     if not (latency_bounds and judge.use_latency_bounds(latency_bounds)):
         judge.set_baseline(None)
     idx = 0
     judge.start_step(lines[0].samples.t0, steps[0])
     out = ReplayResult(file)
-    for tick, ln in enumerate(lines, start=1):
+    for position, ln in enumerate(lines, start=1):
+        tick = ln.tick if ln.tick is not None else position
         s = ln.samples
         d: Decision = judge.evaluate(s, s.t1)
         out.ticks.append(
@@ -77,7 +111,7 @@ def replay_rollout(policy: Policy, lines: list[ReplayLine], file: str, *,
                 "line": ln.line,
                 "t": iso(s.t1),
                 "decision": str(d.action),
-                "step": idx + 1,
+                "step": positions[idx] + 1,
                 "weight": steps[idx],
                 "canary_weight": s.canary_weight,
                 "reason": d.reason,
@@ -93,7 +127,8 @@ def replay_rollout(policy: Policy, lines: list[ReplayLine], file: str, *,
             out.outcome, out.decisive_tick, out.reason = "rolled_back", tick, d.reason
             return out
         if d.action == Action.PAUSE:
-            out.outcome, out.reason = "inconclusive", d.reason
+            out.outcome, out.decisive_tick, out.reason = "inconclusive", tick, d.reason
+            out.paused = True
             return out
         if d.action == Action.PROMOTE:
             out.decisive_tick = tick

@@ -96,30 +96,30 @@ def _check_figure(c: CheckSeries, s: RolloutSeries, alpha: float) -> Figure:
     if _has_data(c.lo) or _has_data(c.hi):
         a1.fill_between(c.t, c.lo, c.hi, color="tab:blue", alpha=0.2,
                         label="confidence sequence (anytime-valid)")
+    if _has_data(c.expected):
+        a1.step(c.t, c.expected, where="post", color="black", linestyle="--", linewidth=1,
+                label="expected: the router's canary weight")
     if c.kind == "e-value" and c.tolerance_ratio is not None:
         a1.axhline(1.0, color="black", linewidth=0.5)
         a1.axhline(c.tolerance_ratio, color="tab:red", linestyle=":", linewidth=1,
-                   label=f"tolerance {c.tolerance_ratio:g}")
-        a1.set_ylabel("canary / stable")
+                   label=c.tolerance_label)
     elif c.kind == "failures" and c.threshold is not None:
         a1.axhline(c.threshold, color="tab:red", linestyle=":", linewidth=1,
                    label=f"max {c.threshold:g}")
-        a1.set_ylabel("canary value")
-    else:
-        a1.set_ylabel("estimate")
+    a1.set_ylabel(c.estimate_label)
     a1.legend(fontsize=8)
     a1.set_title(f"Check {c.name}: estimate and evidence")
     if c.kind == "failures":
-        a2.step(c.t, c.evidence, where="post", color="tab:red", label="consecutive failures")
+        a2.step(c.t, c.evidence, where="post", color="tab:red", label=c.evidence_label)
         a2.set_ylabel("failures")
     elif c.kind == "p-value":
-        a2.plot(c.t, c.evidence, color="tab:red", marker=".", label="p-value (fixed horizon)")
+        a2.plot(c.t, c.evidence, color="tab:red", marker=".", label=c.evidence_label)
         a2.axhline(alpha, color="black", linestyle="--", linewidth=0.8, label="alpha")
         a2.set_yscale("log")
         a2.set_ylabel("p-value")
     else:
         e = [x if x > 0 else math.nan for x in c.evidence]
-        a2.plot(c.t, e, color="tab:red", label="regression e-value")
+        a2.plot(c.t, e, color="tab:red", label=c.evidence_label)
         ok = [x if x > 0 else math.nan for x in c.e_ok]
         if _has_data(ok):
             a2.plot(c.t, ok, color="tab:green", label="non-inferiority e-value")
@@ -177,8 +177,10 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
 pre{{background:#f6f6f6;padding:1em;overflow:auto}}img{{max-width:100%}}</style></head><body>
 <h1>Rollout {html.escape(rollout.name)} #{rollout.generation}</h1>
 <p>{html.escape(rollout.stable_version)} &rarr; {html.escape(rollout.canary_version)}:
-<b>{html.escape(str(rollout.phase))}</b> at weight {rollout.state.weight}% after {len(ticks)}
-ticks (started {html.escape(rollout.created_at.strftime("%Y-%m-%d %H:%M:%S"))} UTC).
+<b>{html.escape(str(rollout.phase))}</b> at weight {rollout.state.weight}% at tick
+{ticks[-1].seq if ticks else 0} (started
+{html.escape(rollout.created_at.strftime("%Y-%m-%d %H:%M:%S"))} UTC; tick numbers as in
+<code>canary history</code>).
 Last decision: {html.escape(final)}</p>
 <p>Router: {html.escape(policy.spec.router.provider)}; strategy:
 {html.escape(policy.spec.strategy.type)}; alpha {policy.spec.decision.alpha}.

@@ -11,7 +11,10 @@ One JSON object per line, one line per interval, oldest first (docs/statistics.m
 `t`, and for the first line `t` minus the gap to the second line). Counts are for that interval
 only; latency counts are cumulative by `le` as Prometheus reports them, the `+Inf` count equal to
 `requests`. `stable`/`canary` may be null (no series) and `no_data_reason` may say why a tick
-had no usable data. Blank lines and lines starting with `#` are skipped.
+had no usable data. An optional `tick` is the engine's tick number of the interval (`canary
+export` writes it; `canary history` shows the same number); tools name an interval by it, and by
+its position in the file (1, 2, ...) when it is absent. Blank lines and lines starting with `#`
+are skipped.
 """
 
 from __future__ import annotations
@@ -44,8 +47,12 @@ class ReplayError(Exception):
 
 @dataclass(frozen=True)
 class ReplayLine:
+    """One interval: its line in the file, its counts, and the engine's tick number when the
+    file says (`canary export` writes it)."""
+
     line: int
     samples: Samples
+    tick: int | None = None
 
 
 def _count(obj: dict[str, Any], key: str, where: str) -> int:
@@ -89,14 +96,27 @@ def _version(obj: Any, where: str) -> VersionSample | None:
     return VersionSample(requests, errors, latency)
 
 
+def tick_number(obj: dict[str, Any]) -> int | None:
+    """The line's `tick` (the engine's tick number), or None when it has none."""
+    tick = obj.get("tick")
+    if tick is None:
+        return None
+    if isinstance(tick, bool) or not isinstance(tick, int) or tick < 1:
+        raise ValueError(f"tick must be a positive integer (the engine's tick number), got "
+                         f"{tick!r}")
+    return tick
+
+
 def parse_line(
     obj: Any, prev_t: datetime | None
 ) -> tuple[datetime | None, datetime, dict[str, Any]]:
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    unknown = set(obj) - {"t", "t0", "canary_weight", "stable", "canary", "no_data_reason"}
+    unknown = set(obj) - {"t", "t0", "tick", "canary_weight", "stable", "canary",
+                          "no_data_reason"}
     if unknown:
         raise ValueError(f"unknown field(s) {sorted(unknown)}")
+    tick_number(obj)
     if "t" not in obj:
         raise ValueError("field t (the interval's end time) is missing")
     t1 = parse_timestamp(obj["t"], "t")
@@ -145,8 +165,9 @@ def read_replay(path: str | Path) -> list[ReplayLine]:
         raise ReplayError(str(p), None, f"not UTF-8 text: {e.reason}") from None
     except OSError as e:
         raise ReplayError(str(p), None, f"cannot read: {e.strerror}") from None
-    parsed: list[tuple[int, datetime | None, datetime, dict[str, Any]]] = []
+    parsed: list[tuple[int, datetime | None, datetime, dict[str, Any], int | None]] = []
     prev: datetime | None = None
+    prev_tick = 0
     for no, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -157,18 +178,23 @@ def read_replay(path: str | Path) -> list[ReplayLine]:
             raise ReplayError(str(p), no, f"invalid JSON: {e.msg} (column {e.colno})") from None
         try:
             t0, t1, fields = parse_line(obj, prev)
+            tick = tick_number(obj)
+            if tick is not None and tick <= prev_tick:
+                raise ValueError(f"tick {tick} is not after the previous line's tick "
+                                 f"{prev_tick}; lines must be oldest first")
         except ValueError as e:
             raise ReplayError(str(p), no, str(e)) from None
-        parsed.append((no, t0, t1, fields))
+        parsed.append((no, t0, t1, fields, tick))
         prev = t1
+        prev_tick = tick or prev_tick
     if not parsed:
         raise ReplayError(str(p), None, "no intervals: expected one JSON object per line")
     out = []
-    for i, (no, t0, t1, fields) in enumerate(parsed):
+    for i, (no, t0, t1, fields, tick) in enumerate(parsed):
         if t0 is None:
             gap = parsed[i + 1][2] - t1 if i + 1 < len(parsed) else DEFAULT_INTERVAL
             t0 = t1 - max(gap, MIN_INTERVAL)
-        out.append(ReplayLine(no, Samples(t0=t0, t1=t1, **fields)))
+        out.append(ReplayLine(no, Samples(t0=t0, t1=t1, **fields), tick))
     return out
 
 

@@ -75,6 +75,15 @@ def test_a_tick_moves_the_weight_on_screen_without_reload(live_engine: LiveEngin
     expect(page.locator("#charts .card")).to_have_count(3 + 2 * 3)
     assert page.locator("#charts path.series").count() >= 10
     assert page.locator("#charts polygon.band").count() >= 2
+    # the sample-ratio check says what it plots: the canary's share against the router's
+    # weight, and a mismatch e-value (issue 22, item 9)
+    srm = page.locator("#charts .card", has_text="Check sample-ratio: estimate")
+    expect(srm.locator("svg text", has_text="canary share of requests (%)")).to_have_count(1)
+    expected = "expected: the router's canary weight"
+    expect(srm.locator(f'path.series[data-label="{expected}"]')).to_have_count(1)
+    srm_evidence = page.locator("#charts .card", has_text="Check sample-ratio: evidence")
+    expect(srm_evidence).to_contain_text("sample-ratio mismatch e-value")
+    expect(srm_evidence).not_to_contain_text("regression")
     page.screenshot(path=str(shots / "rollout.png"), full_page=True)
     # and the table, too, follows without reload
     page.click("text=← all rollouts")

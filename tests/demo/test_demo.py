@@ -8,6 +8,7 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -127,16 +128,21 @@ def test_a_signal_stops_everything_the_demo_started(
     assert not Path(workdir).exists()
 
 
-def test_fallback_runs_the_same_policies_simulated_when_nginx_is_missing(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-) -> None:
+def simulated_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Any, str]:
+    """`run_demo` (--short) as if nginx were missing: its result and what it printed."""
     monkeypatch.setattr(demo, "missing_binaries", lambda: ["nginx"])
     buf = io.StringIO()
     result = demo.run_demo(
         scenario.DemoOptions(short=True, out_dir=tmp_path, speed=0, live=False),
         Console(file=buf, width=160),
     )
-    text = buf.getvalue()
+    return result, buf.getvalue()
+
+
+def test_fallback_runs_the_same_policies_simulated_when_nginx_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    result, text = simulated_demo(monkeypatch, tmp_path)
     assert result.mode == "simulated"
     assert "nginx not installed" in (result.mode_reason or "")
     assert "SIMULATED" in text
@@ -178,3 +184,32 @@ def test_cli_reports_a_broken_demo_policy_without_traceback(tmp_path: Path) -> N
     assert res.exit_code == 1
     assert "Traceback" not in res.output
     assert "demo-healthy.yaml" in res.output and "spec.strategy" in res.output
+
+
+def test_final_panels_show_the_whole_rollout_beside_the_last_windows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Issue 22, item 9: under "expected: promote" the last windows alone can show the canary
+    worse than stable; each version's figures over every analysed window stand beside them,
+    labelled, and equal the decision log's totals."""
+    result, text = simulated_demo(monkeypatch, tmp_path)
+    store = Store(result.db_url)
+    try:
+        for r in result.rollouts:
+            panel = text[text.index(f"─ {r.name} "):]
+            panel = panel[:panel.index("╰")]
+            policy = store.get(r.rollout_id).load_policy()
+            analysed = [t.samples for t in store.ticks(r.rollout_id)
+                        if t.samples and t.samples.get("stable") and t.samples.get("canary")
+                        and not t.samples.get("no_data_reason")]
+            for role in ("stable", "canary"):
+                version = getattr(policy.spec.target, role)
+                rows = [ln for ln in panel.splitlines() if f"{version} ({role})" in ln]
+                assert len(rows) == 1 and "last " in rows[0], panel
+                whole = panel.splitlines()[panel.splitlines().index(rows[0]) + 1]
+                requests = sum(s[role]["requests"] for s in analysed)
+                errors = sum(s[role]["errors"] for s in analysed)
+                assert "whole rollout (" in whole, panel
+                assert f"{100 * errors / requests:.1f}%" in whole, (whole, errors, requests)
+    finally:
+        store.dispose()

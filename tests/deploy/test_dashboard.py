@@ -145,3 +145,16 @@ def test_queries_parse_with_promtool(tmp_path: Path) -> None:
     out = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True,
                          text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_evidence_panel_shows_both_e_values_by_kind() -> None:
+    """canary_check_evidence is two labelled series per rate-ratio check (issue 22, item 10):
+    the evidence panel plots the regression and the non-inferiority e-value, one line each."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    evidence = [p for p in panels if any("canary_check_evidence" in t["expr"]
+                                         for t in p["targets"])]
+    assert len(evidence) == 1
+    (target,) = evidence[0]["targets"]
+    assert 'kind=~"regression|non_inferiority"' in target["expr"]
+    assert "kind" in _grouping_labels(target["expr"]) and "{{kind}}" in target["legendFormat"]
+    assert "kind" in _exported()["canary_check_evidence"]

@@ -43,7 +43,12 @@ def test_postmortem_notebook(recorded: Recorded, tmp_path: Path) -> None:
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.get("outputs", []))
     assert "0 tick(s) differ from the record" in text  # its own policy reproduces the record
-    assert "first change at interval" in text
+    assert "first change at tick" in text
+    # the tick numbers are canary history's: the rollback's, and the last tick's
+    ticks = store.ticks(recorded.regressed_id)
+    rollback = next(t for t in ticks if t.action == "rollback")
+    assert f"recorded policy replayed: rolled_back at tick {rollback.seq} (" in text
+    assert f"rolled_back at weight 0% at tick {ticks[-1].seq}\n" in text
 
 
 def test_policy_tuning_notebook(tmp_path: Path) -> None:
@@ -51,6 +56,7 @@ def test_policy_tuning_notebook(tmp_path: Path) -> None:
         "POLICY": str(REPO / "policies" / "local-simulated.yaml"), "RPS": 4000,
         "BASE_ERROR_RATE": 0.02, "REGRESSION": "error-rate=3x", "RUNS": 4, "SEED": 1,
         "GRID": {"alpha": [0.01, 0.1], "tolerance": [0.25, 0.5]},
+        "HEAVY": False, "HEAVY_GRID": {"alpha": [0.01], "tolerance": [0.25]},
         "MAX_FALSE_ROLLBACK": 0.5, "MIN_DETECTION": 0.5, "OUT_DIR": str(tmp_path / "tune"),
     }, tmp_path)
     assert images(nb) >= 2
@@ -59,6 +65,25 @@ def test_policy_tuning_notebook(tmp_path: Path) -> None:
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.get("outputs", []))
     assert "settings:" in text or "no setting" in text
+    # the progress bar, updated in place to its end: 4 runs x 2 scenarios x 4 settings
+    bars = [o["data"]["text/plain"] for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if "simulating [" in o.get("data", {}).get(
+                "text/plain", "")]
+    assert len(bars) == 1 and "] 32/32 runs" in bars[0], bars
+
+
+def test_policy_tuning_notebook_heavy_settings_are_an_option() -> None:
+    """The defaults stay light (about a minute on 2 cores); HEAVY switches to 200 runs over
+    HEAVY_GRID in the cell that runs the simulation."""
+    nb = nbformat.read(REPO / "notebooks" / "policy-tuning.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    scope: dict[str, Any] = {}
+    exec(params.source, scope)  # plain assignments
+    assert scope["RUNS"] <= 25 and not scope["HEAVY"]
+    assert len(scope["GRID"]["alpha"]) * len(scope["GRID"]["tolerance"]) <= 4
+    assert len(scope["HEAVY_GRID"]["alpha"]) * len(scope["HEAVY_GRID"]["tolerance"]) == 9
+    run = next(c for c in nb.cells if "simulate_grid(" in c.source)
+    assert "if HEAVY:\n    RUNS, GRID = 200, HEAVY_GRID" in run.source
 
 
 def test_postmortem_notebook_runs_out_of_the_box(tmp_path: Path) -> None:

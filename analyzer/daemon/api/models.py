@@ -165,6 +165,13 @@ class CheckSeriesOut(Model):
     e_ok: list[float | None] = Field(description="non-inferiority e-value")
     threshold: float | None
     tolerance_ratio: float | None
+    expected: list[float | None] = Field(description="what the estimate should be at each "
+                                                     "tick: the router's canary weight "
+                                                     "(sample-ratio check; empty otherwise)")
+    estimate_label: str = Field(description="what the estimate is, e.g. 'canary / stable'")
+    evidence_label: str = Field(description="what the evidence is, e.g. 'regression e-value'")
+    tolerance_label: str | None = Field(description="the tolerance as the policy writes it, "
+                                                    "e.g. '1 + tolerance 0.25 = 1.25'")
 
 
 class DecisionMark(Model):

@@ -227,17 +227,18 @@
     }), "Quantiles interpolated from histogram buckets (estimates)."));
     for (const c of s.checks) {
       const ratio = c.tolerance_ratio !== null;  // a canary/stable ratio with a tolerance
+      const expected = c.expected.length ? [{ label: "expected: the router's canary weight", values: c.expected, color: "muted", stepped: true }] : [];
       cards.push(card(`Check ${c.name}: estimate`, Charts.line({
         title: `${c.name} estimate`, times: c.t, marks,
-        yLabel: ratio ? "canary / stable" : "estimate",
-        series: [{ label: "estimate", values: c.estimate, color: "accent" }],
+        yLabel: c.estimate_label,
+        series: [{ label: "estimate", values: c.estimate, color: "accent" }].concat(expected),
         bands: c.low.some((v) => v !== null) ? [{ label: "anytime-valid confidence band", low: c.low, high: c.high }] : [],
-        hlines: ratio ? [{ label: "1 (equal)", y: 1, color: "muted" }, { label: `tolerance ${c.tolerance_ratio}`, y: c.tolerance_ratio, color: "bad" }] : [],
+        hlines: ratio ? [{ label: "1 (equal)", y: 1, color: "muted" }, { label: c.tolerance_label, y: c.tolerance_ratio, color: "bad" }] : [],
       })));
       cards.push(card(`Check ${c.name}: evidence`, Charts.line({
         title: `${c.name} evidence`, times: c.t, marks, yLog: c.kind !== "failures",
         yLabel: c.kind === "p-value" ? "p-value" : c.kind === "failures" ? "failures" : "e-value",
-        series: [{ label: c.kind === "e-value" ? "regression evidence" : c.kind || "evidence", values: c.evidence, color: "bad" }]
+        series: [{ label: c.evidence_label, values: c.evidence, color: "bad" }]
           .concat(c.e_ok.some((v) => v !== null) ? [{ label: "non-inferiority evidence", values: c.e_ok, color: "ok" }] : []),
         hlines: c.threshold ? [{ label: `threshold ${c.threshold}`, y: c.threshold, color: "muted" }] : [],
       }), c.kind === "e-value" ? "A check decides when its evidence crosses the threshold." : null));
