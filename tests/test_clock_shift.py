@@ -21,7 +21,8 @@ from tests.support.clock import SHIFT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 TIERS = ["tests/sre", "tests/stats", "tests/engine"]
-REAL_CLOCK = ["tests/engine/test_daemon.py"]  # subprocess daemons on the wall clock
+REAL_CLOCK = ["tests/engine/test_daemon.py",  # subprocess daemons on the wall clock
+              "tests/engine/test_daemon_log.py"]
 SHIFTS = ["7h", "13h", "19h30m"]
 
 
