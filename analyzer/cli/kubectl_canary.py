@@ -25,14 +25,14 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from analyzer.cli.tables import Column, print_table, stdout_console
 from analyzer.core.rollout import Command
 
 app = typer.Typer(name="kubectl canary", help="Canary Analyzer's RolloutPolicies from kubectl: "
                   "where they stand, their decisions, and manual gates.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-out = Console(highlight=False, soft_wrap=True)
+out = stdout_console()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 NS_OPTION = typer.Option(None, "--namespace", "-n", help="namespace (default: the context's)")
@@ -146,22 +146,18 @@ def get(name: str | None = typer.Argument(None, help="one RolloutPolicy (default
     if not items:
         out.print(f"no RolloutPolicies in {'the cluster' if all_namespaces else cluster.namespace}")
         return
-    table = Table(box=None, pad_edge=False)
     cols = (["NAMESPACE"] if all_namespaces else []) + [
         "NAME", "PHASE", "WEIGHT", "STEP", "CANARY", "STABLE", "LAST DECISION", "AGE"]
-    for col in cols:
-        table.add_column(col, overflow="fold" if col == "LAST DECISION" else "ellipsis",
-                         no_wrap=col != "LAST DECISION")
+    rows = []
     for o in items:
         st = o.get("status") or {}
-        row = ([o["metadata"]["namespace"]] if all_namespaces else []) + [
+        rows.append(([o["metadata"]["namespace"]] if all_namespaces else []) + [
             o["metadata"]["name"], str(st.get("phase", "-")),
             f"{st['weight']}%" if "weight" in st else "-", str(st.get("step", "-")),
             str(st.get("canary", "-")), str(st.get("stable", "-")),
-            str(st.get("lastDecision", "-"))[:160],
-            _age(o["metadata"].get("creationTimestamp"))]
-        table.add_row(*row)
-    out.print(table)
+            str(st.get("lastDecision", "-")), _age(o["metadata"].get("creationTimestamp"))])
+    print_table(out, [Column(c, text=c == "LAST DECISION") for c in cols], rows, box=None,
+                pad_edge=False)
 
 
 @app.command()
@@ -189,13 +185,9 @@ def status(name: str = typer.Argument(..., help="the RolloutPolicy"),
         ("owner", st.get("controller", "-")),
     ):
         out.print(f"{label + ':':<10}{escape(str(value))}")
-    table = Table(box=None, pad_edge=False)
-    for col in ("CONDITION", "STATUS", "REASON", "SINCE"):
-        table.add_column(col)
-    for c in st.get("conditions") or []:
-        table.add_row(c["type"], c["status"], c.get("reason", ""),
-                      _age(c.get("lastTransitionTime")))
-    out.print(table)
+    print_table(out, [Column(c) for c in ("CONDITION", "STATUS", "REASON", "SINCE")],
+                [[c["type"], c["status"], c.get("reason", ""), _age(c.get("lastTransitionTime"))]
+                 for c in st.get("conditions") or []], box=None, pad_edge=False)
 
 
 def _command_line(cmd: dict[str, Any] | None) -> str:
@@ -218,13 +210,10 @@ def history(name: str = typer.Argument(..., help="the RolloutPolicy"),
         out.print(f"no Events on RolloutPolicy {cluster.namespace}/{name} (expired, or no "
                   "decision yet)")
         return
-    table = Table(box=None, pad_edge=False)
-    for col in ("TIME", "TYPE", "REASON", "MESSAGE"):
-        table.add_column(col, overflow="fold" if col == "MESSAGE" else "ellipsis")
-    for e in events:
-        table.add_row(str(e.get("lastTimestamp") or "-"), str(e.get("type")),
-                      str(e.get("reason")), escape(str(e.get("message"))))
-    out.print(table)
+    print_table(out, [Column(c) for c in ("TIME", "TYPE", "REASON")] + [
+        Column("MESSAGE", text=True)],
+        [[str(e.get("lastTimestamp") or "-"), str(e.get("type")), str(e.get("reason")),
+          str(e.get("message"))] for e in events], box=None, pad_edge=False)
 
 
 def _command(command: Command, name: str, namespace: str | None, kubeconfig: str | None,

@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 import typer
 
+from analyzer.cli.tables import Column, print_table
+
 SERVER_HELP = ("the engine's HTTP API, e.g. http://canary-analyzer.canary-analyzer:8080 "
                "(instead of --db; writes need CANARY_API_TOKEN or --token-file)")
 
@@ -140,17 +142,12 @@ def status(server: str, name: str | None, as_json: bool) -> None:
     if not rows:
         _out().print("no rollouts (start one: canary start POLICY --server URL)")
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for col in ("NAME", "RUN", "CANARY", "PHASE", "STEP", "WEIGHT", "TICKS", "REASON"):
-        table.add_column(col, overflow="fold" if col == "REASON" else "ellipsis",
-                         no_wrap=col != "REASON")
-    for r in rows:
-        table.add_row(r["name"], f"#{r['generation']}", r["canary_version"], r["phase"],
-                      str(r["step"]), f"{r['weight']}%", str(r["tick_seq"]),
-                      str(r["reason"])[:160])
-    _out().print(table)
+    columns = [Column(c) for c in ("NAME", "RUN", "CANARY", "PHASE", "STEP", "WEIGHT",
+                                   "TICKS")] + [Column("REASON", text=True)]
+    lines = [[r["name"], f"#{r['generation']}", r["canary_version"], r["phase"],
+              "-" if r["step"] < 0 else f"{r['step'] + 1} of {len(r['steps'])}",
+              f"{r['weight']}%", str(r["tick_seq"]), str(r["reason"])] for r in rows]
+    print_table(_out(), columns, lines, box=None, pad_edge=False)
 
 
 def command(server: str, token_file: Path | None, name: str, cmd: Any) -> None:
@@ -165,18 +162,16 @@ def history(server: str, name: str, as_json: bool, limit: int | None) -> None:
     if as_json:
         typer.echo(json.dumps({**data, "ticks": rows}, indent=1))
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for col in ("TICK", "TIME", "PHASE", "WEIGHT", "ACTION", "REASON"):
-        table.add_column(col, overflow="fold" if col == "REASON" else "ellipsis")
+    columns = [Column(c) for c in ("TICK", "TIME", "PHASE", "WEIGHT", "ACTION")] + [
+        Column("REASON", text=True)]
+    lines = []
     for t in rows:
         p0, p1, w0, w1 = t["phase_before"], t["phase_after"], t["weight_before"], t["weight_after"]
-        table.add_row(str(t["seq"]), str(t["scheduled_at"])[11:19],
+        lines.append([str(t["seq"]), str(t["scheduled_at"])[11:19],
                       p1 if p0 == p1 else f"{p0}->{p1}", f"{w1}%" if w0 == w1 else f"{w0}->{w1}%",
-                      t["action"] + (f" ({t['command']})" if t["command"] else ""), t["reason"])
-    _out().print(f"{data['rollout']}:")
-    _out().print(table)
+                      t["action"] + (f" ({t['command']})" if t["command"] else ""), t["reason"]])
+    _out().print(f"{data['rollout']}:", markup=False)
+    print_table(_out(), columns, lines, box=None, pad_edge=False)
 
 
 def _out() -> Any:

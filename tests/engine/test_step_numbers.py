@@ -110,6 +110,12 @@ def test_pause_resume_promote_through_the_api_keeps_one_step_number(served) -> N
     detail = subprocess.run([*CANARY, "status", "web", "--db", url], capture_output=True,
                             text=True, timeout=60, check=True).stdout
     assert "step:     2 of 4 at weight 25%" in detail
+    # through the HTTP API (`--server`) too, with the whole reason
+    remote = subprocess.run([*CANARY, "status", "--server", server.url], capture_output=True,
+                            text=True, timeout=60, check=True).stdout.splitlines()
+    header, row = remote[0].split("\t"), remote[1].split("\t")
+    assert row[header.index("STEP")] == "2 of 4"
+    assert row[header.index("REASON")] == store.latest("web").state.reason
 
 
 def test_resume_after_the_judge_paused_at_max_step_duration_restarts_its_clock(served) -> None:
