@@ -96,8 +96,16 @@ if ! pg_answers test; then
     for _ in $(seq 1 30); do pg_answers postgres && break; sleep 1; done
     pg_answers postgres || fail "PostgreSQL $version/$cluster started but does not answer on 127.0.0.1:5432"
   fi
-  psql "postgresql://postgres@127.0.0.1:5432/postgres" -Atqc 'create database test' >/dev/null ||
-    fail "could not create the database 'test'"
+  # The cluster may have been stopped with the database already in it (a second run on the
+  # same machine): create it only when it is missing.
+  exists="$(psql "postgresql://postgres@127.0.0.1:5432/postgres" -Atqc \
+    "select 1 from pg_database where datname = 'test'")" ||
+    fail "could not list the databases of PostgreSQL on 127.0.0.1:5432"
+  if [ "$exists" != 1 ]; then
+    psql "postgresql://postgres@127.0.0.1:5432/postgres" -Atqc 'create database test' >/dev/null ||
+      fail "could not create the database 'test'"
+  fi
+  pg_answers test || fail "PostgreSQL answers but not for the database 'test' on 127.0.0.1:5432"
   say "PostgreSQL answers on 127.0.0.1:5432 with database 'test'"
 fi
 
