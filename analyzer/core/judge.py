@@ -1,40 +1,43 @@
 """The judge: one decision per tick from every check's verdict, with reasons in words.
 
-Pure logic: no I/O, no clock (time is passed in). The engine calls `set_baseline` once,
-`start_step` whenever the weight changes, `evaluate` each tick, and persists `to_state()`.
+Pure logic: no I/O, no clock (time is passed in). The engine calls `set_baseline` once (the
+stable's pre-rollout intervals), `start_step` whenever the weight changes, `evaluate` each tick,
+and persists `to_state()`.
 
-Rules (docs/statistics.md):
-- alpha is split over the statistical gating checks by weighted Bonferroni:
-  alpha_j = alpha * w_j / sum(w); check j rolls back at E_j >= 1/alpha_j, which keeps the
-  overall false-rollback probability <= alpha under any dependence between checks;
-- any regression, or a threshold at its failure limit -> rollback;
-- a sample-ratio mismatch -> hold (the analysis of a wrongly routed canary is not trusted);
-- every gating check non-inferior, minStepDuration passed, minSamples canary requests in the
-  step -> promote (advance to the next step);
+Rules (docs/statistics.md, section 6):
+- rollback: alpha is split over the statistical checks that can roll back (error rate, latency
+  tails, distribution test) by weighted Bonferroni, alpha_j = alpha w_j / sum(w); check j rolls
+  back at E_j >= 1/alpha_j, which keeps P(rolling back a canary within every tolerance) <= alpha
+  under any dependence between checks; a threshold at its failure limit rolls back too;
+- promotion: every promotable check's evidence has reached 1/beta in the step (no split:
+  promotion is an intersection-union decision, so a canary at or beyond one check's tolerance is
+  promoted with probability <= beta), minStepDuration passed, minSamples canary requests in the
+  step. With the risk-budgeted ramp, intermediate steps need the exclusion of a severe
+  regression instead, the last analysed step full non-inferiority;
+- a sample-ratio mismatch holds (the analysis of a wrongly routed canary is not trusted);
+- a window that overlaps data already analysed is not fed to the statistical tests again;
 - otherwise hold; at maxStepDuration -> decision.onInconclusive;
 - no data -> hold, never promote; after dataFailureLimit consecutive ticks -> onDataFailure.
 """
 
-
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from analyzer.core.latency_check import (
+    LatencyChecks,
+    distribution_key,
+    latency_key,
+    quantile_text,
+)
 from analyzer.core.ratio_check import RatioCheck
 from analyzer.core.stats.classic import ClassicCollector
-from analyzer.core.stats.latency import (
-    DistributionTest,
-    add_histograms,
-    bound_for_slo,
-    choose_bound,
-    interpolate_quantile,
-    slow_count,
-)
+from analyzer.core.stats.latency import add_histograms, interpolate_quantile
 from analyzer.core.stats.srm import SampleRatioTest
-from analyzer.core.stats.thresholds import ThresholdTracker
+from analyzer.core.stats.thresholds import ThresholdOutcome, ThresholdResult, ThresholdTracker
 from analyzer.core.types import (
     Action,
     Decision,
@@ -42,6 +45,7 @@ from analyzer.core.types import (
     Outcome,
     Samples,
     Verdict,
+    VersionSample,
 )
 from analyzer.policy.checks import (
     ClassicCheck,
@@ -52,9 +56,34 @@ from analyzer.policy.checks import (
 )
 from analyzer.policy.model import Policy
 from analyzer.util.fmt import fmt_num, fmt_seconds
+from analyzer.util.times import iso
 
-STATE_VERSION = 1
-# Regression evidence: half the prior weight on the e-process started with the rollout, the
+STATE_VERSION = 2
+#: The canary's traffic share assumed for the negligible-rate weight when the first analysed
+#: step has no weight between 0 and 100 (blue-green previews, header routes, mirrors).
+DEFAULT_FIRST_SHARE = 0.1
+
+
+#: At most this many pre-rollout intervals are read one by one for a judge's baseline.
+MAX_BASELINE_INTERVALS = 40
+
+
+def baseline_windows(policy: Policy, start: datetime) -> list[tuple[datetime, datetime]]:
+    """The windows of the stable's traffic a judge starts from: one per analysis interval over
+    `analysis.baselineWindow` before `start` (the last MAX_BASELINE_INTERVALS), oldest first."""
+    a = policy.spec.analysis
+    n = min(int(a.baselineWindow / a.interval), MAX_BASELINE_INTERVALS)
+    return [(start - k * a.interval, start - (k - 1) * a.interval) for k in range(n, 0, -1)]
+
+
+class JudgeStateVersionError(ValueError):
+    """A stored judge state written by another statistics version: it cannot be continued."""
+
+
+def analysed_weights(policy: Policy) -> list[int]:
+    """The weights of the steps the judge analyses (every weight step but the final 100)."""
+    weights = [w for w in policy.spec.strategy.weight_steps() if isinstance(w, int)]
+    return [w for w in weights if w < 100] or weights[:1]
 
 
 class Judge:
@@ -64,43 +93,57 @@ class Judge:
         self.policy = policy
         spec = policy.spec
         self.alpha = spec.decision.alpha
-        weights = [w for w in spec.strategy.weight_steps() if isinstance(w, int)]
-        self.n_steps = max(len(weights), 1)
+        self.beta = spec.decision.beta
+        self.weights = analysed_weights(policy)
+        self.n_steps = max(len(self.weights), 1)
+        self.ramp = spec.strategy.ramp == "risk-budgeted"
+        w0 = self.weights[0] if self.weights else 0
+        self.first_share = w0 / 100 if 0 < w0 < 100 else DEFAULT_FIRST_SHARE
         self.alpha_of = self._split_alpha()
-        self.error_runners: dict[str, RatioCheck] = {}
-        self.latency_checks: dict[str, LatencyCheck] = {}
-        self.latency_runners: dict[str, RatioCheck] = {}  # key: f"{check}-p{q}"
-        self.latency_bounds: dict[str, float | None] = {}
-        self.distribution: dict[str, DistributionTest] = {}
-        self.thresholds: dict[str, ThresholdTracker] = {}
-        self.classic: dict[str, ClassicCollector] = {}
-        for c in spec.checks:
-            name = check_name(c)
-            if isinstance(c, ErrorRateCheck):
-                self.error_runners[name] = RatioCheck(
-                    name, "error-rate", c.tolerance, self.alpha_of[name], self.n_steps,
-                    negligible_rate=c.negligibleRate,
-                )
-            elif isinstance(c, LatencyCheck):
-                self.latency_checks[name] = c
-                if c.distribution:
-                    self.distribution[name] = DistributionTest()
-            elif isinstance(c, ThresholdCheck):
-                self.thresholds[name] = ThresholdTracker(c.max, c.failureLimit)
-            elif isinstance(c, ClassicCheck):
-                self.classic[name] = ClassicCollector(c)
-        self.srm = SampleRatioTest(self.alpha)
-        self.srm_enabled = spec.decision.checkSampleRatio
-        self.baseline_set = False
         self.step_index = -1
         self.step_started: datetime | None = None
         self.step_weight: float | None = None
+        self.error_runners: dict[str, RatioCheck] = {}
+        self.thresholds: dict[str, ThresholdTracker] = {}
+        self.classic: dict[str, ClassicCollector] = {}
+        latency: dict[str, LatencyCheck] = {}
+        for c in spec.checks:
+            name = check_name(c)
+            if isinstance(c, ErrorRateCheck):
+                self.error_runners[name] = self._runner(
+                    name, "error-rate", c.tolerance, self.alpha_of[name], c.negligibleRate)
+            elif isinstance(c, LatencyCheck):
+                latency[name] = c
+            elif isinstance(c, ThresholdCheck):
+                self.thresholds[name] = ThresholdTracker(c.max, c.failureLimit,
+                                                         c.whenStableBreaches)
+            elif isinstance(c, ClassicCheck):
+                self.classic[name] = ClassicCollector(c)
+        self.latency = LatencyChecks(latency, self.alpha_of, self._latency_runner)
+        self.srm = SampleRatioTest(self.alpha)
+        self.srm_enabled = spec.decision.checkSampleRatio
+        self.baseline_set = False
+        self.baseline_intervals = 0
         self.step_canary_requests = 0
         self.data_failures = 0
-        self.stable_step_latency: Histogram | None = None
-        self.canary_step_latency: Histogram | None = None
+        self.last_consumed_t1: datetime | None = None
 
-    # ------------------------------------------------------------------ alpha
+    # ------------------------------------------------------------------ checks and alpha
+
+    def _runner(self, name: str, label: str, tolerance: float, alpha: float,
+                negligible_rate: float = 0.0) -> RatioCheck:
+        spec = self.policy.spec
+        runner = RatioCheck(
+            name, label, tolerance, alpha, self.beta, n_starts=self.n_steps,
+            severe_ratio=spec.strategy.severeRatio, negligible_rate=negligible_rate,
+            warmup_ticks=spec.analysis.burstWarmup,
+            evidence_per_step=spec.decision.promotionEvidence == "step")
+        if self.step_index >= 0:  # created mid-rollout (latency bounds from the first window)
+            runner.start_step(first=True, severe_only=self._severe_only())
+        return runner
+
+    def _latency_runner(self, key: str, label: str, tolerance: float, alpha: float) -> RatioCheck:
+        return self._runner(key, label, tolerance, alpha)
 
     def _split_alpha(self) -> dict[str, float]:
         """Weighted Bonferroni over the statistical checks that can roll back."""
@@ -112,62 +155,53 @@ class Judge:
             elif isinstance(c, LatencyCheck):
                 k = len(c.quantiles) + (1 if c.distribution else 0)
                 for q in c.quantiles:
-                    parts[_latency_key(name, q)] = c.weight / k
+                    parts[latency_key(name, q)] = c.weight / k
                 if c.distribution:
-                    parts[f"{name}-distribution"] = c.weight / k
-            elif isinstance(c, ClassicCheck) and not c.advisory:
-                parts[name] = 1.0
+                    parts[distribution_key(name)] = c.weight / k
         total = sum(parts.values()) or 1.0
-        out = {k: self.alpha * w / total for k, w in parts.items()}
-        for c in self.policy.spec.checks:  # advisory classic tests report at their own level
-            if isinstance(c, ClassicCheck) and c.advisory:
-                out[check_name(c)] = 1 - c.confidence
-        return out
+        return {k: self.alpha * w / total for k, w in parts.items()}
+
+    def _severe_only(self) -> bool:
+        """On the risk-budgeted ramp every analysed step but the last advances on the
+        exclusion of a severe regression."""
+        return self.ramp and self.step_weight is not None and self.step_weight < self.weights[-1]
 
     # ------------------------------------------------------------------ the interface
 
-    def set_baseline(self, stable_latency: Histogram | None) -> None:
-        """Pick the latency bounds from a pre-rollout window of stable traffic."""
-        for name, c in self.latency_checks.items():
-            for q in c.quantiles:
-                key = _latency_key(name, q)
-                if key in self.latency_runners:
-                    continue  # bounds never change once analysis has started
-                bound = self._pick_bound(c, q, stable_latency)
-                if bound is not None:
-                    self._add_latency_runner(key, c, q, bound)
-        self.baseline_set = stable_latency is not None
+    def set_baseline(self, stable_latency: Histogram | None,
+                     stable_series: Sequence[VersionSample] | None = None) -> None:
+        """The stable version's pre-rollout traffic: `stable_series`, one VersionSample per
+        analysis interval over `analysis.baselineWindow` (oldest first), tells every test how
+        bursty the service is before the first tick; the latency bounds are picked on
+        `stable_latency` (default: the series' histograms added up)."""
+        series = list(stable_series or ())
+        if stable_latency is None:
+            for s in series:
+                if s.latency is not None and (stable_latency is None
+                                              or s.latency.le == stable_latency.le):
+                    stable_latency = add_histograms(stable_latency, s.latency)
+        if series:
+            self.baseline_intervals = len(series)
+            n = [float(s.requests) for s in series]
+            for r in self.error_runners.values():
+                r.set_baseline(n, [float(s.errors) for s in series], self.first_share)
+        self.latency.set_baseline(stable_latency, series, self.first_share)
+        self.baseline_set = self.baseline_set or stable_latency is not None
 
     def use_latency_bounds(self, bounds: Mapping[str, float | None]) -> bool:
-        """Take the latency bounds another run picked (a backtest of a recorded rollout uses
-        the engine's, chosen on its pre-rollout baseline), instead of choosing them here.
-        True when every latency test got its bound; otherwise nothing is changed and the
-        bounds are picked as usual."""
-        keys = {_latency_key(name, q): (c, q)
-                for name, c in self.latency_checks.items() for q in c.quantiles}
-        if self.latency_runners or not keys or any(bounds.get(k) is None for k in keys):
+        """Take the latency bounds another run picked (a backtest of a recorded rollout without
+        recorded baseline intervals uses the engine's), instead of choosing them here. True
+        when every latency test got its bound; otherwise nothing is changed."""
+        keys = self.latency.keys()
+        if self.latency.runners or not keys or any(bounds.get(k) is None for k in keys):
             return False
         for key, (c, q) in keys.items():
-            self._add_latency_runner(key, c, q, float(bounds[key]))  # type: ignore[arg-type]
+            self.latency.add_runner(key, c, q, float(bounds[key]))  # type: ignore[arg-type]
         self.baseline_set = True
         return True
 
-    def _add_latency_runner(self, key: str, c: LatencyCheck, q: float, bound: float) -> None:
-        self.latency_bounds[key] = bound
-        self.latency_runners[key] = RatioCheck(
-            key, f"p{_qtext(q)} latency (share slower than {fmt_num(bound)}s)",
-            c.tolerance, self.alpha_of[key], self.n_steps,
-        )
-        if self.step_index > 0:
-            self.latency_runners[key].start_step(first=True)
-
-    @staticmethod
-    def _pick_bound(c: LatencyCheck, q: float, hist: Histogram | None) -> float | None:
-        if hist is None:
-            return None
-        if c.sloBound is not None:
-            return bound_for_slo(hist.le, c.sloBound.total_seconds())
-        return choose_bound(hist, q)
+    def _ratio_runners(self) -> list[RatioCheck]:
+        return [*self.error_runners.values(), *self.latency.runners.values()]
 
     def start_step(self, now: datetime, canary_weight: float) -> None:
         """A new step begins: reset step time and counts; start new regression e-processes."""
@@ -176,10 +210,10 @@ class Judge:
         self.step_started = now
         self.step_weight = canary_weight
         self.step_canary_requests = 0
-        self.stable_step_latency = None
-        self.canary_step_latency = None
-        for r in [*self.error_runners.values(), *self.latency_runners.values()]:
-            r.start_step(first)
+        self.latency.start_step()
+        severe_only = self._severe_only()
+        for r in self._ratio_runners():
+            r.start_step(first, severe_only)
         for cl in self.classic.values():
             cl.reset()
         self.srm = SampleRatioTest(self.alpha)
@@ -190,7 +224,6 @@ class Judge:
             self.start_step(samples.t0, samples.canary_weight or 0.0)
         assert self.step_started is not None
         rules = self.policy.spec.decision
-        analysis = self.policy.spec.analysis
         elapsed = (now - self.step_started).total_seconds()
         where = self._where()
 
@@ -214,42 +247,55 @@ class Judge:
             )
         self.data_failures = 0
 
-        if not self.baseline_set and self.latency_checks and samples.stable.latency is not None:
-            # No pre-rollout baseline was given: take the bounds from this first window's
-            # stable histogram and leave this window out of the latency tests, so the bound
-            # does not depend on the data it is tested on.
+        skip_latency = False
+        if not self.baseline_set and self.latency.checks and samples.stable.latency is not None:
+            # No pre-rollout baseline: take the bounds from this first window's stable
+            # histogram and leave this window out of the latency tests, so the bound does not
+            # depend on the data it is tested on.
             self.set_baseline(samples.stable.latency)
             skip_latency = True
-        else:
-            skip_latency = False
 
+        not_counted = None
+        if self.last_consumed_t1 is not None and samples.t0 < self.last_consumed_t1:
+            not_counted = (f"window from {iso(samples.t0)} overlaps data already analysed "
+                           f"(up to {iso(self.last_consumed_t1)}): not counted again")
+        else:
+            self.last_consumed_t1 = samples.t1
         seconds = max((samples.t1 - samples.t0).total_seconds(), 0.0)
         st, ca = samples.stable, samples.canary
         self.step_canary_requests += ca.requests
         verdicts: list[Verdict] = []
         for r in self.error_runners.values():
-            verdicts.append(r.update(ca.requests, ca.errors, st.requests, st.errors, seconds))
-        verdicts.extend(self._latency(samples, seconds, skip_latency))
+            if not_counted is None:
+                verdicts.append(r.update(ca.requests, ca.errors, st.requests, st.errors, seconds))
+            else:
+                v = r.verdict(r.test.result())
+                verdicts.append(replace(v, reason=f"{v.reason} ({not_counted})"))
+        verdicts.extend(self.latency.evaluate(samples, seconds, skip=skip_latency,
+                                              not_counted=not_counted))
         verdicts.extend(self._thresholds(samples))
-        verdicts.extend(self._classic(samples))
+        verdicts.extend(col.update(samples, name) for name, col in self.classic.items())
 
         srm_verdict = None
         if self.srm_enabled:
             weight = samples.canary_weight
             if weight is None:
                 weight = self.step_weight
-            srm = self.srm.update(ca.requests, st.requests, weight)
+            srm = self.srm.update(ca.requests, st.requests, weight) if not_counted is None \
+                else self.srm.result()
             srm_verdict = _srm_verdict(srm)
             verdicts.append(srm_verdict)
+        return self._decide(verdicts, srm_verdict, elapsed, where)
 
+    def _decide(self, verdicts: list[Verdict], srm_verdict: Verdict | None, elapsed: float,
+                where: str) -> Decision:
+        rules = self.policy.spec.decision
         gating = [v for v in verdicts if v.gating]
         regressions = [v for v in gating if v.outcome == Outcome.REGRESSION]
         if regressions:
-            return Decision(
-                Action.ROLLBACK,
-                f"rollback{where}: " + "; ".join(v.reason for v in regressions),
-                tuple(verdicts),
-            )
+            return Decision(Action.ROLLBACK,
+                            f"rollback{where}: " + "; ".join(v.reason for v in regressions),
+                            tuple(verdicts))
         power = self._power()
         if srm_verdict is not None and srm_verdict.outcome == Outcome.INCONCLUSIVE and \
                 srm_verdict.details.get("mismatch"):
@@ -259,7 +305,7 @@ class Judge:
             )
         promotable = [v for v in gating if not v.details.get("rollback_only")]
         not_ok = [v for v in promotable if v.outcome != Outcome.OK]
-        min_dur = analysis.minStepDuration.total_seconds()
+        min_dur = self.policy.spec.analysis.minStepDuration.total_seconds()
         if not not_ok:
             waits = []
             if elapsed < min_dur:
@@ -277,9 +323,8 @@ class Judge:
             return self._hold_or_timeout(
                 "every check non-inferior, waiting: " + ", ".join(waits), verdicts, elapsed, None
             )
-        return self._hold_or_timeout(
-            "; ".join(v.reason for v in not_ok), verdicts, elapsed, power
-        )
+        return self._hold_or_timeout("; ".join(v.reason for v in not_ok), verdicts, elapsed,
+                                     power)
 
     # ------------------------------------------------------------------ helpers
 
@@ -309,116 +354,45 @@ class Judge:
                 f"needs at least {fmt_num(power['more_canary_requests'])} more canary requests "
                 f"to detect (~{fmt_seconds(power['seconds'])} at current traffic, Wald bound)"
             )
+            if power.get("promote_seconds") is not None:
+                text += (f"; a healthy canary needs ~{fmt_seconds(power['promote_seconds'])} "
+                         f"more to be shown within {power['promote_check']}'s tolerance")
         return Decision(Action.HOLD, text, tuple(verdicts), time_needed_seconds=needed)
 
     def _power(self) -> dict[str, Any] | None:
-        best = None
-        for r in [*self.error_runners.values(), *self.latency_runners.values()]:
+        best: dict[str, Any] | None = None
+        promote: tuple[float, str] | None = None
+        for r in self._ratio_runners():
             p = r.power()
-            if p is not None and (best is None or p["seconds"] > best["seconds"]):
+            if p is None:
+                continue
+            if best is None or p["seconds"] > best["seconds"]:
                 best = {**p, "check": r.name}
+            if "promote_seconds" in p and (promote is None or p["promote_seconds"] > promote[0]):
+                promote = (p["promote_seconds"], r.name)
+        if best is not None:
+            best.pop("promote_seconds", None)
+            if promote is not None:
+                best["promote_seconds"], best["promote_check"] = promote
         return best
 
-    def _latency(self, samples: Samples, seconds: float, skip: bool) -> list[Verdict]:
-        assert samples.stable is not None and samples.canary is not None
-        out: list[Verdict] = []
-        sl, cl = samples.stable.latency, samples.canary.latency
-        if not skip:
-            self.stable_step_latency = add_histograms(self.stable_step_latency, sl)
-            self.canary_step_latency = add_histograms(self.canary_step_latency, cl)
-        for name, c in self.latency_checks.items():
-            estimates = self._quantile_estimates(c)
-            for q in c.quantiles:
-                key = _latency_key(name, q)
-                runner = self.latency_runners.get(key)
-                if runner is None:
-                    out.append(Verdict(key, Outcome.NO_DATA,
-                                       f"p{_qtext(q)} latency: no stable latency histogram to "
-                                       "choose a bucket bound from", details=estimates))
-                    continue
-                bound = self.latency_bounds[key]
-                assert bound is not None
-                xs = slow_count(cl, bound) if cl is not None else None
-                ys = slow_count(sl, bound) if sl is not None else None
-                if skip or xs is None or ys is None:
-                    v = runner.verdict(runner.test.result())
-                    if xs is None or ys is None:
-                        keep = v.outcome in (Outcome.OK, Outcome.REGRESSION)
-                        v = replace(v, outcome=v.outcome if keep else Outcome.NO_DATA,
-                                    reason=f"{v.reason} (no histogram with bound {bound}s "
-                                    "this tick)")
-                else:
-                    v = runner.update(samples.canary.requests, xs, samples.stable.requests, ys,
-                                      seconds)
-                details = {**v.details, "bound_seconds": bound, **estimates}
-                out.append(replace(v, details=details))
-            if name in self.distribution:
-                key = f"{name}-distribution"
-                dt = self.distribution[name]
-                res = dt.result() if skip else dt.update(cl, sl)
-                thr = 1 / self.alpha_of[key]
-                reg = res.e_value >= thr
-                out.append(Verdict(
-                    key,
-                    Outcome.REGRESSION if reg else Outcome.INCONCLUSIVE,
-                    (f"canary latency distribution slower than stable, e={fmt_num(res.e_value)}"
-                     f" >= {fmt_num(thr)}") if reg else
-                    (f"latency distribution: no evidence the canary is slower "
-                     f"(e={fmt_num(res.e_value)}, need {fmt_num(thr)})"),
-                    evidence=res.e_value, evidence_kind="e-value", threshold=thr,
-                    details={"rollback_only": True, "intervals": res.intervals},
-                ))
-        return out
-
-    def _quantile_estimates(self, c: LatencyCheck) -> dict[str, Any]:
-        est: dict[str, Any] = {"estimates_note": "interpolated from buckets; estimates"}
-        for q in c.quantiles:
-            for label, h in (("stable", self.stable_step_latency),
-                             ("canary", self.canary_step_latency)):
-                est[f"{label}_p{_qtext(q)}_seconds"] = (
-                    interpolate_quantile(h, q) if h is not None else None
-                )
-        return est
-
     def _thresholds(self, samples: Samples) -> list[Verdict]:
-        assert samples.canary is not None
+        assert samples.canary is not None and samples.stable is not None
         out = []
         for c in self.policy.spec.checks:
             if not isinstance(c, ThresholdCheck):
                 continue
             name = check_name(c)
-            ca = samples.canary
-            value: float | None
-            if c.metric == "error-rate":
-                value = 100 * ca.errors / ca.requests if ca.requests else None
-                unit, what = "%", "canary error rate"
-            else:
-                assert c.quantile is not None
-                value = interpolate_quantile(ca.latency, c.quantile) if ca.latency else None
-                unit, what = "s", f"canary p{_qtext(c.quantile)} latency (estimate)"
-            res = self.thresholds[name].update(value)
-            if value is None:
-                outcome, reason = Outcome.NO_DATA, f"{what}: no canary data this tick"
-            elif res.failed:
-                outcome = Outcome.REGRESSION
-                reason = (f"{what} {fmt_num(value)}{unit} > max {fmt_num(c.max)}{unit} for "
-                          f"{res.consecutive_failures} consecutive ticks (failureLimit "
-                          f"{c.failureLimit})")
-            elif res.passed:
-                outcome = Outcome.OK
-                reason = f"{what} {fmt_num(value)}{unit} <= max {fmt_num(c.max)}{unit}"
-            else:
-                outcome = Outcome.INCONCLUSIVE
-                reason = (f"{what} {fmt_num(value)}{unit} > max {fmt_num(c.max)}{unit} "
-                          f"({res.consecutive_failures}/{c.failureLimit} failures)")
-            out.append(Verdict(name, outcome, reason, estimate=value, threshold=c.max,
-                               evidence=float(res.consecutive_failures), evidence_kind="failures"))
-        return out
-
-    def _classic(self, samples: Samples) -> list[Verdict]:
-        out = []
-        for name, col in self.classic.items():
-            out.append(col.update(samples, name, self.alpha_of[name]))
+            values: list[float | None] = []
+            for v in (samples.canary, samples.stable):
+                if c.metric == "error-rate":
+                    values.append(100 * v.errors / v.requests if v.requests else None)
+                else:
+                    assert c.quantile is not None
+                    values.append(interpolate_quantile(v.latency, c.quantile)
+                                  if v.latency else None)
+            res = self.thresholds[name].update(values[0], values[1])
+            out.append(_threshold_verdict(name, c, res))
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -432,24 +406,25 @@ class Judge:
             "step_canary_requests": self.step_canary_requests,
             "data_failures": self.data_failures,
             "baseline_set": self.baseline_set,
-            "latency_bounds": self.latency_bounds,
+            "baseline_intervals": self.baseline_intervals,
+            "last_consumed_t1": self.last_consumed_t1.isoformat()
+            if self.last_consumed_t1 else None,
             "error_runners": {k: r.to_state() for k, r in self.error_runners.items()},
-            "latency_runners": {k: r.to_state() for k, r in self.latency_runners.items()},
-            "distribution": {k: d.to_state() for k, d in self.distribution.items()},
+            **self.latency.to_state(),
             "thresholds": {k: t.to_state() for k, t in self.thresholds.items()},
             "classic": {k: c.to_state() for k, c in self.classic.items()},
             "srm": self.srm.to_state(),
-            "stable_step_latency": self.stable_step_latency.to_json()
-            if self.stable_step_latency else None,
-            "canary_step_latency": self.canary_step_latency.to_json()
-            if self.canary_step_latency else None,
         }
 
     @classmethod
     def from_state(cls, policy: Policy, state: dict[str, Any]) -> Judge:
-        j = cls(policy)
+        """Continue from `to_state()`. JudgeStateVersionError for a state another statistics
+        version wrote (its evidence cannot be carried over: the engine restarts the step)."""
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unknown judge state version {state.get('version')!r}")
+            raise JudgeStateVersionError(
+                f"judge state version {state.get('version')!r}, this judge reads version "
+                f"{STATE_VERSION} (statistics v2)")
+        j = cls(policy)
         j.step_index = state["step_index"]
         j.step_started = datetime.fromisoformat(state["step_started"]) if state["step_started"] \
             else None
@@ -457,21 +432,13 @@ class Judge:
         j.step_canary_requests = state["step_canary_requests"]
         j.data_failures = state["data_failures"]
         j.baseline_set = state["baseline_set"]
+        j.baseline_intervals = state["baseline_intervals"]
+        last = state["last_consumed_t1"]
+        j.last_consumed_t1 = datetime.fromisoformat(last) if last else None
         for k, s in state["error_runners"].items():
             if k in j.error_runners:
                 j.error_runners[k].load_state(s)
-        for key, bound in state["latency_bounds"].items():
-            name = key.rsplit("-p", 1)[0]
-            c = j.latency_checks.get(name)
-            if c is None or bound is None:
-                continue
-            j.latency_bounds[key] = bound
-            runner = RatioCheck(key, f"{key.rsplit('-', 1)[1]} latency (share slower than "
-                                  f"{fmt_num(bound)}s)", c.tolerance, j.alpha_of[key], j.n_steps)
-            runner.load_state(state["latency_runners"][key])
-            j.latency_runners[key] = runner
-        for k, s in state["distribution"].items():
-            j.distribution[k] = DistributionTest.from_state(s)
+        j.latency.load_state(state)
         for k, s in state["thresholds"].items():
             if k in j.thresholds:
                 j.thresholds[k].load_state(s)
@@ -479,18 +446,36 @@ class Judge:
             if k in j.classic:
                 j.classic[k].load_state(s)
         j.srm = SampleRatioTest.from_state(state["srm"])
-        for attr in ("stable_step_latency", "canary_step_latency"):
-            h = state[attr]
-            setattr(j, attr, Histogram.from_json(h) if h else None)
         return j
 
 
-def _latency_key(name: str, q: float) -> str:
-    return f"{name}-p{_qtext(q)}"
-
-
-def _qtext(q: float) -> str:
-    return f"{q * 100:g}"
+def _threshold_verdict(name: str, c: ThresholdCheck, res: ThresholdResult) -> Verdict:
+    if c.metric == "error-rate":
+        unit, what = "%", "canary error rate"
+    else:
+        unit, what = "s", f"canary p{quantile_text(c.quantile or 0)} latency (estimate)"
+    value, limit = res.value, f"max {fmt_num(c.max)}{unit}"
+    stable = "n/a" if res.stable_value is None else f"{fmt_num(res.stable_value)}{unit}"
+    failures = f"{res.consecutive_failures}/{c.failureLimit} failures"
+    if res.outcome is ThresholdOutcome.NO_DATA or value is None:
+        outcome, reason = Outcome.NO_DATA, f"{what}: no canary data this tick"
+    elif res.failed:
+        outcome = Outcome.REGRESSION
+        reason = (f"{what} {fmt_num(value)}{unit} > {limit} for {res.consecutive_failures} "
+                  f"consecutive ticks (failureLimit {c.failureLimit}; stable {stable})")
+    elif res.outcome is ThresholdOutcome.PASS:
+        outcome, reason = Outcome.OK, f"{what} {fmt_num(value)}{unit} <= {limit}"
+    elif res.outcome is ThresholdOutcome.SHARED_BREACH:
+        outcome = Outcome.INCONCLUSIVE
+        reason = (f"{what} {fmt_num(value)}{unit} > {limit}, but stable breaches the SLO too "
+                  f"({stable}): not the canary's fault, holding ({failures})")
+    else:
+        outcome = Outcome.INCONCLUSIVE
+        reason = f"{what} {fmt_num(value)}{unit} > {limit} ({failures}; stable {stable})"
+    return Verdict(name, outcome, reason, estimate=value, threshold=c.max,
+                   evidence=float(res.consecutive_failures), evidence_kind="failures",
+                   details={"stable_value": res.stable_value, "outcome": str(res.outcome),
+                            "when_stable_breaches": c.whenStableBreaches})
 
 
 def _srm_verdict(srm: Any) -> Verdict:
@@ -505,6 +490,7 @@ def _srm_verdict(srm: Any) -> Verdict:
                        f"{text}, e={fmt_num(srm.e_value)} >= {fmt_num(srm.threshold)}",
                        estimate=srm.observed_share, evidence=srm.e_value, evidence_kind="e-value",
                        threshold=srm.threshold, gating=False, details={"mismatch": True})
-    return Verdict("sample-ratio", Outcome.OK, f"{text} (consistent)",
+    return Verdict("sample-ratio", Outcome.OK,
+                   f"{text} (consistent: e={fmt_num(srm.e_value)} < {fmt_num(srm.threshold)})",
                    estimate=srm.observed_share, evidence=srm.e_value, evidence_kind="e-value",
                    threshold=srm.threshold, gating=False, details={"mismatch": False})

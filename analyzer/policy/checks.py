@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     Field,
+    field_validator,
     model_validator,
 )
 
@@ -54,7 +55,8 @@ class LatencyCheck(Model):
 
 
 class ThresholdCheck(Model):
-    """Absolute SLO check on the canary alone (Flagger-style), with a failure limit."""
+    """Absolute SLO check on the canary (Flagger-style), with a failure limit; a breach that
+    stable shares in the same window holds instead of counting (whenStableBreaches)."""
 
     type: Literal["threshold"]
     name: str | None = None
@@ -64,6 +66,11 @@ class ThresholdCheck(Model):
         ge=0, description="error-rate: percent of requests; latency: seconds"
     )
     failureLimit: int = Field(default=3, ge=1, description="consecutive failures before rollback")
+    whenStableBreaches: Literal["hold", "rollback"] = Field(
+        default="hold",
+        description="when stable exceeds max too in the same window: hold (not the canary's "
+        "fault; neither a failure nor a pass), or rollback (count it as a failure anyway)",
+    )
 
     @model_validator(mode="after")
     def _q(self) -> ThresholdCheck:
@@ -83,8 +90,8 @@ class ThresholdCheck(Model):
 
 
 class ClassicCheck(Model):
-    """Fixed-horizon test (Mann-Whitney as Kayenta, Welch's t, Fisher's exact). Advisory by
-    default: repeated looks inflate false rollbacks."""
+    """Fixed-horizon test (Mann-Whitney as Kayenta, Welch's t, Fisher's exact), reported for
+    comparison; advisory only: repeated looks inflate false rollbacks."""
 
     type: Literal["classic"]
     name: str | None = None
@@ -92,7 +99,19 @@ class ClassicCheck(Model):
     metric: Literal["error-rate", "latency"] = "error-rate"
     confidence: float = Field(default=0.98, gt=0.5, lt=1)
     tolerance: float = Field(default=0.25, ge=0)
-    advisory: bool = Field(default=True, description="reported but never decides")
+    advisory: bool = Field(default=True, description="reported but never decides (must be true)")
+
+    @field_validator("advisory")
+    @classmethod
+    def _advisory_only(cls, advisory: bool) -> bool:
+        if not advisory:
+            raise ValueError(
+                "classic tests cannot gate (advisory: false): they test 'no difference', not "
+                "'within tolerance', and are valid at one look only, so repeated every tick they "
+                "roll back healthy canaries (a gating Fisher test: 14 % at a 0.5 % level); use "
+                "the error-rate / latency checks, which test the tolerance at any number of "
+                "looks, and remove advisory: false")
+        return advisory
 
     @property
     def check_name(self) -> str:

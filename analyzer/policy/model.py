@@ -25,7 +25,7 @@ from analyzer.policy.base import (
     at_most,
 )
 from analyzer.policy.canary_ref import CanaryRef
-from analyzer.policy.checks import Check, ErrorRateCheck, check_name
+from analyzer.policy.checks import Check, ErrorRateCheck, LatencyCheck, check_name
 from analyzer.policy.metrics import MetricsSpec, SimulateSource, metrics_fit_problems
 from analyzer.policy.routers import RouterSpec
 from analyzer.policy.strategy import Analysis, Strategy
@@ -73,6 +73,17 @@ class DecisionRules(Model):
     alpha: float = Field(
         default=0.01, gt=0, lt=0.5,
         description="bound on the probability of rolling back a healthy canary",
+    )
+    beta: float = Field(
+        default=0.05, gt=0, lt=0.5,
+        description="bound on the probability of promoting a canary whose ratio is at or "
+        "beyond a check's tolerance (per check and for the decision)",
+    )
+    promotionEvidence: Literal["rollout", "step"] = Field(
+        default="rollout",
+        description="rollout: non-inferiority evidence accumulates over the whole rollout; "
+        "step: it restarts at each step (no promotion on earlier steps' evidence when a "
+        "regression appears only at a higher weight; promotion about twice as slow)",
     )
     onInconclusive: Literal["pause", "rollback"] = Field(
         default="pause", description="at maxStepDuration without a verdict"
@@ -184,6 +195,20 @@ class Spec(Model):
         if getattr(self.router, "stickySessions", None) and strategy.type != "canary":
             raise ValueError(f"router.stickySessions applies to strategy type canary, not "
                              f"{strategy.type}")
+        return self
+
+    @model_validator(mode="after")
+    def _severe_ratio_above_tolerances(self) -> Spec:
+        if self.strategy.ramp == "strict":
+            return self
+        for c in self.checks:
+            if isinstance(c, ErrorRateCheck | LatencyCheck) and \
+                    self.strategy.severeRatio <= 1 + c.tolerance:
+                raise ValueError(
+                    f"strategy.severeRatio ({self.strategy.severeRatio:g}) must exceed 1 + "
+                    f"tolerance of check {c.name!r} ({1 + c.tolerance:g}): the risk-budgeted "
+                    "ramp lets a canary advance once a ratio of severeRatio is excluded, which "
+                    "must be a worse canary than the tolerance allows")
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import (
     Field,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -18,6 +20,7 @@ from analyzer.policy.base import (
     Percent,
     at_most,
 )
+from analyzer.util.times import format_duration
 
 # --------------------------------------------------------------------------- strategy
 
@@ -84,6 +87,18 @@ class Strategy(Model):
     maxWeight: int | None = Field(default=None, ge=1, le=100)
     match: Match | None = None
     mirrorPercent: Percent | None = None
+    ramp: Literal["strict", "risk-budgeted"] = Field(
+        default="strict",
+        description="strict: every step advances once the canary is shown within tolerance; "
+        "risk-budgeted (low traffic): intermediate steps advance once a severe regression "
+        "(severeRatio) is excluded, the last step still needs the tolerance (docs/statistics.md)",
+    )
+    severeRatio: float = Field(
+        default=2.0, gt=1, le=100,
+        description="risk-budgeted ramp: the error-rate (or slow-share) ratio a canary must be "
+        "shown to stay below before it leaves an intermediate step; above every check's "
+        "1 + tolerance",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> Strategy:
@@ -116,6 +131,9 @@ class Strategy(Model):
             raise ValueError("a mirror strategy needs mirrorPercent (e.g. 100)")
         if self.mirrorPercent is not None and self.type not in ("mirror", "blue-green"):
             raise ValueError("mirrorPercent applies to types mirror and blue-green")
+        if self.ramp != "strict" and self.type != "canary":
+            raise ValueError(f"ramp: {self.ramp} applies to type canary (weight steps), not "
+                             f"{self.type}")
         return self
 
     def weight_steps(self) -> list[int | PauseStep]:
@@ -164,8 +182,30 @@ class Analysis(Model):
     )
     baselineWindow: Annotated[Duration, at_most("1d")] = Field(
         default=timedelta(minutes=10),
-        description="pre-rollout window of stable traffic used to pick latency bucket bounds",
+        description="pre-rollout window of stable traffic, read interval by interval: latency "
+        "bucket bounds, and how bursty the service's errors and latency are",
     )
+    burstWarmup: int = Field(
+        default=0, ge=0, le=100,
+        description="ticks at the start of the rollout during which one tick's regression "
+        "evidence is capped at half the rollback threshold: a defence against bursts the "
+        "baseline did not show, at the price of slower rollbacks of severe regressions "
+        "(docs/statistics.md)",
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _no_overlap(cls, window: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        interval = info.data.get("interval")
+        if window is not None and interval is not None and window > interval:
+            ticks = window.total_seconds() / interval.total_seconds()
+            raise ValueError(
+                f"analysis.window ({format_duration(window)}) exceeds analysis.interval "
+                f"({format_duration(interval)}): each request would be counted in "
+                f"{ticks:.3g} ticks, and the sequential tests (and a threshold's consecutive "
+                "failures) assume each tick's data is new; use a window of at most the interval "
+                "(or leave window out)")
+        return window
 
     @model_validator(mode="after")
     def _order(self) -> Analysis:

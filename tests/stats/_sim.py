@@ -6,15 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyzer.core.ratio_check import start_weights
 from analyzer.core.stats.counts import CountTest
 
 
 @dataclass(frozen=True)
 class SimResult:
-    rejected: np.ndarray  # per stream: did the regression e-value reach the threshold
+    rejected: np.ndarray  # per stream: did the regression e-value reach 1/alpha
     tick: np.ndarray  # first tick at the threshold (inf when never)
-    ok: np.ndarray  # non-inferiority reached at some tick
+    ok: np.ndarray  # the promotion evidence (E_ok) reached 1/beta at some tick
+    severe: np.ndarray  # the severe-regression exclusion reached 1/beta at some tick
 
 
 def simulate(
@@ -27,71 +27,61 @@ def simulate(
     ticks_per_step: int = 10,
     interval: float = 30.0,
     alpha: float = 0.05,
+    beta: float = 0.05,
     tolerance: float = 0.25,
-    burstiness: float = 0.0,
-    robust: bool = True,
+    burst_cv: float = 0.0,
+    bursts_in_baseline: bool = True,
+    baseline_intervals: int = 20,
+    temper: bool = True,
     restarts: bool = True,
     ratio_from_weight: float = 0.0,
+    negligible_rate: float = 0.0,
+    trend: float = 0.0,
     seed: int = 0,
 ) -> SimResult:
-    """Streams of canary-vs-stable error counts looked at every tick.
+    """Streams of canary-vs-stable error counts, looked at every tick.
 
-    burstiness b: each version's rate in each interval is multiplied by an independent
-    Gamma(1/b, b) factor (mean 1, variance b): overdispersed, negative-binomial counts.
-    ratio applies only at weights >= ratio_from_weight (a regression that appears later).
+    Before the rollout, `baseline_intervals` stable-only intervals at the full rate (the
+    engine's baseline). `burst_cv`: each version's rate in each interval (and in the baseline,
+    unless `bursts_in_baseline` is False) is multiplied by an independent mean-1 Gamma factor
+    with this coefficient of variation. `ratio` applies at weights >= `ratio_from_weight`.
+    `trend`: traffic swings +-trend (a shared diurnal-like trend).
     """
     rng = np.random.default_rng(seed)
     total_rps = np.broadcast_to(np.asarray(total_rps, dtype=float), (streams,))
     base_rate = np.broadcast_to(np.asarray(base_rate, dtype=float), (streams,))
-    n_steps = len(weights)
-    test = CountTest(
-        tolerance, alpha, streams=streams, robust=robust, compute_cs=False,
-        start_weights=start_weights(n_steps) if restarts else (1.0,),
-    )
-    thr = 1 / alpha
+    k = 1 / burst_cv**2 if burst_cv > 0 else None
+
+    def mult(shape: tuple[int, ...], on: bool = True) -> np.ndarray | float:
+        return rng.gamma(k, 1 / k, shape) if (k is not None and on) else 1.0
+
+    test = CountTest(tolerance, alpha, streams=streams, compute_cs=False, temper=temper,
+                     n_starts=len(weights) if restarts else 1, negligible_rate=negligible_rate)
+    if baseline_intervals:
+        n = rng.poisson(total_rps[:, None] * interval, (streams, baseline_intervals))
+        y = rng.poisson(n * base_rate[:, None] * mult(n.shape, bursts_in_baseline))
+        test.set_baseline(n.astype(float), y.astype(float), weights[0] / 100)
     rejected = np.zeros(streams, dtype=bool)
     ok = np.zeros(streams, dtype=bool)
+    severe = np.zeros(streams, dtype=bool)
     first = np.full(streams, np.inf)
     tick = 0
     for s, w in enumerate(weights):
         if s > 0 and restarts:
-            test.new_start()
+            test.start_step()
         r = ratio if w >= ratio_from_weight else 1.0
         for _ in range(ticks_per_step):
             tick += 1
-            n = rng.poisson(total_rps * interval)
+            f = 1 + trend * np.sin(tick / 9)
+            n = rng.poisson(total_rps * f * interval)
             n_c = rng.binomial(n, w / 100)
             n_s = n - n_c
-            mult_c = mult_s = np.ones(streams)
-            if burstiness > 0:
-                k = 1 / burstiness
-                mult_c = rng.gamma(k, burstiness, streams)
-                mult_s = rng.gamma(k, burstiness, streams)
-            x = rng.poisson(n_c * base_rate * r * mult_c)
-            y = rng.poisson(n_s * base_rate * mult_s)
+            x = rng.poisson(n_c * base_rate * r * mult((streams,)))
+            y = rng.poisson(n_s * base_rate * mult((streams,)))
             res = test.update(n_c, x, n_s, y)
-            e = res.e_regression
-            new = (e >= thr) & ~rejected
+            new = (res.e_regression >= 1 / alpha) & ~rejected
             first[new] = tick
             rejected |= new
-            ok |= res.e_noninferiority >= thr
-    return SimResult(rejected, first, ok)
-
-
-def repeated_z_first_crossing(
-    *, streams: int, canary_rps: float, stable_rps: float, base_rate: float, ratio: float,
-    ticks: int, interval: float = 30.0, seed: int = 0,
-) -> np.ndarray:
-    """Running max over ticks of a fixed-horizon one-sided z statistic (conditional binomial,
-    H0 r = 1) recomputed on the cumulative counts at every tick: the peeking practice.
-    Returns the (streams, ticks) matrix of z statistics."""
-    rng = np.random.default_rng(seed)
-    n_c = rng.poisson(canary_rps * interval, (ticks, streams)).cumsum(axis=0)
-    n_s = rng.poisson(stable_rps * interval, (ticks, streams)).cumsum(axis=0)
-    x = rng.poisson(np.diff(n_c, axis=0, prepend=0) * base_rate * ratio).cumsum(axis=0)
-    y = rng.poisson(np.diff(n_s, axis=0, prepend=0) * base_rate).cumsum(axis=0)
-    t = x + y
-    pi = n_c / (n_c + n_s)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (x - t * pi) / np.sqrt(t * pi * (1 - pi))
-    return np.nan_to_num(z, nan=0.0).T
+            ok |= res.e_ok >= 1 / beta
+            severe |= res.e_severe >= 1 / beta
+    return SimResult(rejected, first, ok, severe)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from analyzer.core.stats.distribution import DistributionTest
 from analyzer.core.stats.latency import (
-    DistributionTest,
     bound_for_slo,
     choose_bound,
     interpolate_quantile,
@@ -61,6 +61,23 @@ def test_distribution_test_aa_validity_and_power() -> None:
             res = t.update(_hist(rng, 300, slow=3.0), _hist(rng, 3000))
         detected += res.e_value >= 1 / alpha
     assert detected >= 25
+
+
+def test_distribution_test_learns_the_noise_from_the_baseline_and_round_trips() -> None:
+    rng = np.random.default_rng(23)
+    quiet, noisy = DistributionTest(), DistributionTest()
+    quiet.set_baseline([_hist(rng, 3000) for _ in range(20)])
+    # a baseline whose tail share moves a lot from interval to interval
+    noisy.set_baseline([_hist(rng, 3000, slow=float(rng.choice([0.3, 3.0]))) for _ in range(20)])
+    assert noisy.noise_level()[0] > 10 * quiet.noise_level()[0]
+    a = noisy.update(_hist(rng, 300), _hist(rng, 3000))
+    assert a.tempering < quiet.update(_hist(rng, 300), _hist(rng, 3000)).tempering
+    state = noisy.to_state()
+    again = DistributionTest.from_state(state)
+    h = (_hist(rng, 300, slow=2.0), _hist(rng, 3000))
+    assert noisy.update(*h) == again.update(*h)
+    with pytest.raises(ValueError, match="version"):
+        DistributionTest.from_state({"le": None, "log_e": 0.0, "intervals": 0, "past": None})
 
 
 def test_srm_flags_a_misapplied_weight_and_not_a_correct_one() -> None:

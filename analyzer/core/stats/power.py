@@ -1,5 +1,5 @@
-"""What is possible at all: Wald's bound on the events a sequential test needs, and the "time
-needed" a hold decision reports.
+"""What is possible at all: Wald's bound on the events a sequential test needs, the "time
+needed" a hold decision reports, and the time a healthy canary needs to be promoted.
 
 Any sequential test with error rates alpha (false alarm) and beta (miss) needs on average
 E[N] >= d(1 - beta || alpha) / KL observations (Wald 1945), d(x||y) the binary relative entropy.
@@ -83,3 +83,25 @@ def time_to_detect(
         more_canary_requests=seconds * canary_rps,
         seconds=seconds,
     )
+
+
+def time_to_promote(
+    *,
+    canary_rps: float,
+    stable_rps: float,
+    base_rate: float,
+    r0: float,
+    beta: float,
+    log_evidence_so_far: float = 0.0,
+) -> float | None:
+    """At the current traffic, Wald's approximation of the seconds until the non-inferiority
+    evidence of a healthy canary (r = 1) reaches 1/beta: log(1/beta) minus the evidence so far,
+    over the expected log-likelihood ratio of LR(1 : r0) per second. None when the traffic gives
+    no information."""
+    if canary_rps <= 0 or stable_rps <= 0 or base_rate <= 0:
+        return None
+    rho = canary_rps / (canary_rps + stable_rps)
+    kl = binary_kl(rho, canary_event_share(rho, r0))  # per event, at r = 1
+    events_per_s = base_rate * (canary_rps + stable_rps)
+    need = max(math.log(1 / beta) - log_evidence_so_far, 0.0)
+    return need / (kl * events_per_s) if kl > 0 else None
