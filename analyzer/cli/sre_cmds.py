@@ -351,7 +351,12 @@ def export(
     out: Path | None = typer.Option(None, "--out", "-o", help="file to write (default: stdout)"),
 ) -> None:
     """Write a recorded rollout's analysed intervals as `canary replay` JSONL."""
-    from analyzer.offline.export import export_rollout, recorded_intervals, write_jsonl
+    from analyzer.offline.export import (
+        export_jsonl,
+        export_rollout,
+        recorded_intervals,
+        write_jsonl,
+    )
 
     store = _open_store(db)
     rid = _rollout_id(store, rollout)
@@ -360,7 +365,7 @@ def export(
             intervals = recorded_intervals(store, rid)
             if not intervals:
                 _fail(f"rollout {rollout} has no analysed ticks yet: nothing to export")
-            write_jsonl(intervals, sys.stdout)
+            write_jsonl(export_jsonl(store, rid), sys.stdout)
             return
         n = export_rollout(store, rid, out)
     except StoreError as e:

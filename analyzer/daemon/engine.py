@@ -22,6 +22,14 @@ the router and writes the traffic the committed state (or this tick's transition
 (routers are idempotent), and records that as a `reconcile` weight change. The lost tick is
 re-evaluated from the committed judge state, so no decision is lost and none is applied twice.
 
+A new judge first reads the stable version's pre-rollout traffic, interval by interval over
+`analysis.baselineWindow` (`baseline_samples`): the statistics learn from it how bursty the
+service is, and the latency bounds come from it. Those intervals are recorded with the tick
+that created the judge (its samples' `baseline`; the start tick has no window of its own), so
+`canary export` can write them for replays. A judge state written by an older statistics
+version cannot be continued: the analysis restarts at the current step with a fresh judge, and
+an event says so.
+
 `run_rollout` drives one rollout to its end on a simulated clock: the programmatic entry point
 for simulations, notebooks and tests.
 """
@@ -46,13 +54,15 @@ from analyzer.core.rollout import (
     Traffic,
     Transition,
 )
-from analyzer.core.types import Decision, Samples
+from analyzer.core.stats.latency import add_histograms
+from analyzer.core.types import Decision, Histogram, Samples
 from analyzer.daemon.metrics import EngineMetrics
 from analyzer.daemon.notify import Notice, Notifier, check_gates
 from analyzer.daemon.store import Store, StoreError, TickConflict, TickRecord, TickRow
 from analyzer.policy import Policy
 from analyzer.routers.base import Router, RouterError, TrafficSplit
 from analyzer.sources.base import MetricSource
+from analyzer.sources.replay import baseline_line
 
 log = logging.getLogger("analyzer.daemon.engine")
 
@@ -85,6 +95,42 @@ class TickOutcome:
     @property
     def phase(self) -> Phase | None:
         return self.transition.after.phase if self.transition else None
+
+
+@dataclass(frozen=True)
+class _LoadedJudge:
+    """A judge for this tick: restored, or new (with the baseline it read), or restarted
+    because its stored state was written by another statistics version (`restarted` says
+    so, for the rollout's events)."""
+
+    judge: Any
+    baseline: tuple[Samples, ...] = ()
+    restarted: str | None = None
+
+
+def baseline_samples(source: MetricSource, policy: Policy,
+                     now: datetime) -> tuple[Histogram | None, list[Samples]]:
+    """The stable version's traffic before `now`: one Samples per analysis interval over the
+    baseline window (`core.judge.baseline_windows`), oldest first, and the window's stable
+    latency histogram. Intervals without stable data are left out; a source never invents
+    zeros, so a stable VersionSample present in an answer is real data even when the canary
+    (not deployed yet) has no series."""
+    from analyzer.core.judge import baseline_windows
+
+    windows = baseline_windows(policy, now)
+    series = [s for t0, t1 in windows
+              if (s := source.fetch(t0, t1, canary_weight=0)).stable is not None]
+    window = policy.spec.analysis.baselineWindow
+    hist: Histogram | None = None
+    if not series or windows[0][0] > now - window:
+        whole = source.fetch(now - window, now, canary_weight=0)
+        hist = whole.stable.latency if whole.stable is not None else None
+    else:
+        for s in series:
+            lat = s.stable.latency if s.stable is not None else None
+            if lat is not None and (hist is None or lat.le == hist.le):
+                hist = add_histograms(hist, lat)
+    return hist, series
 
 
 class _Runtime:
@@ -213,6 +259,7 @@ class Engine:
             self.store.check_writable(rollout_id)
             rt.store_failed = False
         cmd = self.store.pending_command(rollout_id)
+        loaded: _LoadedJudge | None = None
         judge = None
         decision: Decision | None = None
         samples: Samples | None = None
@@ -224,7 +271,8 @@ class Engine:
             if t1 <= t0:
                 t = Transition(state, state, "wait", "window not open yet")
             else:
-                judge = self._judge(policy, rec.judge_state, source=rt.source, now=now)
+                loaded = self._load_judge(rt, rec.judge_state, now, state)
+                judge = loaded.judge
                 weight = state.weight if policy.spec.strategy.type == "canary" else None
                 samples = rt.source.fetch(t0, t1, canary_weight=weight)
                 decision = judge.evaluate(samples, now)
@@ -253,7 +301,8 @@ class Engine:
         # restarted (Judge.step_started: minStepDuration and maxStepDuration count from here).
         if (t.start_step or t.restart_clock) and t.after.phase is Phase.PROGRESSING:
             if judge is None:
-                judge = self._judge(policy, rec.judge_state, source=rt.source, now=now)
+                loaded = self._load_judge(rt, rec.judge_state, now, state)
+                judge = loaded.judge
             if t.start_step:
                 judge.start_step(now, float(t.after.weight))
             else:
@@ -261,6 +310,13 @@ class Engine:
         judge_state = judge.to_state() if judge is not None else None
 
         events = [(t.action, t.reason)] if t.action not in ("hold",) else []
+        if loaded is not None and loaded.restarted:
+            events.append(("judge-restarted", loaded.restarted))
+        samples_json = samples.to_json() if samples is not None else None
+        if loaded is not None and loaded.baseline:
+            # what the new judge started from (the start tick has no window of its own)
+            samples_json = samples_json or {}
+            samples_json["baseline"] = [baseline_line(s) for s in loaded.baseline]
         if reconciled_from is not None and state.traffic != t.after.traffic:
             events.append(("reconcile", f"router held weight {reconciled_from.weight}, the "
                            f"store {state.traffic.weight}; applied {t.after.traffic.weight}"))
@@ -269,7 +325,7 @@ class Engine:
             state_after=t.after, action=t.action, reason=t.reason,
             t0=t0 if samples is not None else None, t1=t1 if samples is not None else None,
             decision=decision.to_json() if decision is not None else None,
-            samples=samples.to_json() if samples is not None else None,
+            samples=samples_json,
             judge_state=judge_state, gate=gate_answers,
             command_id=cmd.id if cmd is not None else None,
             command=str(cmd.command) if cmd is not None else None,
@@ -355,19 +411,34 @@ class Engine:
             t0 = max(t0, state.step_started_at)
         return t0, now
 
-    def _judge(self, policy: Policy, judge_state: dict[str, Any] | None, *,
-               source: MetricSource | None = None, now: datetime | None = None) -> Any:
-        cls = self.judge_class
+    def _load_judge(self, rt: _Runtime, judge_state: dict[str, Any] | None, now: datetime,
+                     state: RolloutState) -> _LoadedJudge:
+        from analyzer.core.judge import JudgeStateVersionError, analysed_weights
+
+        policy, cls = rt.policy, self.judge_class
         if judge_state:
-            return cls.from_state(policy, judge_state)
-        judge = cls(policy)
-        if source is not None and now is not None:
-            # Latency bounds are picked on stable traffic BEFORE the analysis starts.
-            base = source.fetch(now - policy.spec.analysis.baselineWindow, now, canary_weight=0)
-            judge.set_baseline(base.stable.latency if base.ok and base.stable else None)
+            try:
+                return _LoadedJudge(cls.from_state(policy, judge_state))
+            except JudgeStateVersionError as e:
+                log.warning("%s: %s: restarting the analysis at the current step",
+                            policy.name, e)
+                restarted = True
         else:
-            judge.set_baseline(None)
-        return judge
+            restarted = False
+        judge = cls(policy)
+        # The statistics learn the service's burstiness and the latency bounds on stable
+        # traffic BEFORE the analysis starts.
+        hist, series = baseline_samples(rt.source, policy, now)
+        judge.set_baseline(hist, [s.stable for s in series])
+        if not restarted:
+            return _LoadedJudge(judge, tuple(series))
+        weights = analysed_weights(policy)
+        step = weights.index(state.weight) + 1 if state.weight in weights else state.step + 1
+        if rt.machine.needs_analysis(state):
+            judge.start_step(now, float(state.weight))
+        why = (f"judge upgraded to statistics v2: analysis restarted at step {step} "
+               f"({state.weight}%); evidence from before is not carried over")
+        return _LoadedJudge(judge, tuple(series), why)
 
     def _move_traffic(self, rt: _Runtime, rollout_id: int, t: Transition,
                       now: datetime) -> tuple[Transition, Traffic | None]:

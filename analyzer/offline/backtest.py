@@ -35,9 +35,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from analyzer.core.judge import baseline_windows
 from analyzer.core.types import Samples
 from analyzer.daemon.store import Store, TickRow
-from analyzer.offline.export import recorded_intervals
+from analyzer.offline.export import baseline_samples, recorded_intervals
 from analyzer.offline.replay import outcome_text, replay_rollout
 from analyzer.policy import Policy, PrometheusSource
 from analyzer.sources.replay import ReplayLine
@@ -140,18 +141,21 @@ def backtest_samples(
     source: str = "samples",
     notes: Sequence[str] = (),
     latency_bounds: Mapping[str, float | None] | None = None,
+    baseline: Sequence[Samples] = (),
 ) -> BacktestResult:
     """Run `policy` over `intervals` (oldest first) as `canary replay` would; `recorded[i]`
     is the engine's tick for `intervals[i]` when known (its number names the row), `manual`
     the recorded ticks where the engine applied a manual command (rows of their own),
-    `latency_bounds` the bounds its judge used (see `replay_rollout`)."""
+    `latency_bounds` the bounds its judge used and `baseline` the stable's pre-rollout
+    intervals it started from (see `replay_rollout`)."""
     if not intervals:
         raise BacktestError(f"{source}: no intervals to backtest")
     if recorded is not None and len(recorded) != len(intervals):
         raise ValueError("recorded must have one tick per interval")
     numbers = ([r.seq for r in recorded] if recorded is not None
                else list(range(1, len(intervals) + 1)))
-    lines = [ReplayLine(n, s, tick=n) for n, s in zip(numbers, intervals, strict=True)]
+    lines = [ReplayLine(0, s, baseline=True) for s in baseline]
+    lines += [ReplayLine(n, s, tick=n) for n, s in zip(numbers, intervals, strict=True)]
     res = replay_rollout(policy, lines, source, latency_bounds=latency_bounds)
     would = {t["tick"]: t for t in res.ticks}
     ended = f"(the policy's run ended at tick {res.decisive_tick})"
@@ -199,15 +203,16 @@ def backtest_rollout(store: Store, rollout_id: int, policy: Policy | None = None
         raise BacktestError(f"rollout {rec.name}#{rec.generation} (id {rollout_id}) has no "
                             "analysed ticks: nothing to backtest")
     policy = policy or rec.load_policy()
-    # The engine picked its latency bounds on a pre-rollout baseline that is not in the
-    # intervals; reuse them so the same policy reproduces the record tick for tick.
+    # The engine's judge started from the stable's pre-rollout intervals (recorded with the
+    # tick that created it) and picked its latency bounds on them; reuse both so the same
+    # policy reproduces the record tick for tick.
     bounds = next((r.tick.judge_state.get("latency_bounds") for r in intervals
                    if r.tick.judge_state), None)
     return backtest_samples(
         policy, [r.samples for r in intervals], recorded=[r.tick for r in intervals],
         manual=manual_commands(store.ticks(rollout_id)),
         then_outcome=str(rec.phase), source=f"rollout {rec.name}#{rec.generation} (id {rec.id})",
-        latency_bounds=bounds,
+        latency_bounds=bounds, baseline=baseline_samples(store, rollout_id),
     )
 
 
@@ -299,16 +304,24 @@ def backtest_prometheus(
             [r.samples.canary_weight for r in recorded])
         first, last = recorded[0].tick.seq, recorded[-1].tick.seq
         manual = [t for t in manual_commands(store.ticks(rollout_id)) if first < t.seq < last]
+        base = baseline_samples(store, rollout_id)
+        base = prometheus_intervals(policy, [(b.t0, b.t1) for b in base], [0.0] * len(base)) \
+            if base else []
         return backtest_samples(
             policy, intervals, recorded=[r.tick for r in recorded], manual=manual,
             then_outcome=str(rec.phase),
             source=f"{addr} for rollout {rec.name}#{rec.generation} (id {rec.id})",
+            baseline=[b for b in base if b.stable is not None],
         )
     if start is None or end is None:
         raise BacktestError("give --start and --end (or --db and --rollout)")
     intervals = prometheus_intervals(policy, tick_windows(policy, start, end))
+    # the stable's traffic before the range, as the engine reads it before a rollout
+    windows = baseline_windows(policy, start)
+    base = prometheus_intervals(policy, windows, [0.0] * len(windows))
     return backtest_samples(
         policy, intervals, source=f"{addr} {iso(start)}..{iso(end)}",
+        baseline=[b for b in base if b.stable is not None],
         notes=("router weights are not in Prometheus: canary_weight is the observed share of "
                "requests, so the sample-ratio check cannot fail",),
     )

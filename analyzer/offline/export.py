@@ -6,8 +6,9 @@ Used by `canary export`, `canary report`, `canary backtest` and the postmortem n
 Every analysis tick the engine committed carries the Samples it judged; each becomes one line,
 oldest first, with the window's start `t0` and the engine's tick number `tick` written out, so
 `canary replay` sees exactly the windows the engine saw (also after a late or missed tick) and
-names each by the tick `canary history` shows. Ticks without samples (start, pause steps,
-manual commands, finishing a promotion) have no line.
+names each by the tick `canary history` shows. Ticks without a window (start, pause steps,
+manual commands, finishing a promotion) have no line. The stable's pre-rollout intervals the
+judge started from (recorded with the tick that created it) come first, as baseline lines.
 """
 
 from __future__ import annotations
@@ -94,42 +95,68 @@ def recorded_intervals(store: Store, rollout_id: int) -> list[RecordedInterval]:
     return out
 
 
+def recorded_baseline(ticks: list[TickRow]) -> list[dict[str, Any]]:
+    """The baseline lines the engine recorded with the tick that created the rollout's judge
+    (the stable's pre-rollout intervals it started from); [] for rollouts recorded before
+    baselines were kept."""
+    for row in ticks:
+        lines = (row.samples or {}).get("baseline")
+        if lines:
+            return [dict(ln) for ln in lines]
+    return []
+
+
+def baseline_samples(store: Store, rollout_id: int) -> list[Samples]:
+    """`recorded_baseline` as Samples (validated as replay lines)."""
+    out = []
+    for ln in recorded_baseline(store.ticks(rollout_id)):
+        t0, t1, fields = parse_line(ln, None)
+        if t0 is not None:
+            out.append(Samples(t0=t0, t1=t1, **fields))
+    return out
+
+
 def to_replay_json(samples: Samples) -> dict[str, Any]:
     """One replay line for these samples."""
     return replay_line(samples.to_json())
 
 
 def export_jsonl(store: Store, rollout_id: int) -> list[dict[str, Any]]:
-    """The rollout's analysed intervals as replay lines (dicts), oldest first."""
-    return [r.to_replay_json() for r in recorded_intervals(store, rollout_id)]
+    """The rollout's replay lines (dicts): its baseline lines, then its analysed intervals,
+    oldest first."""
+    intervals = recorded_intervals(store, rollout_id)
+    return recorded_baseline(store.ticks(rollout_id)) + [r.to_replay_json() for r in intervals]
 
 
-def write_jsonl(intervals: Iterable[RecordedInterval], fh: TextIO) -> int:
-    """Write one replay line per recorded interval; return how many."""
+def write_jsonl(lines: Iterable[dict[str, Any]], fh: TextIO) -> int:
+    """Write replay lines (dicts); return how many."""
     n = 0
-    for r in intervals:
-        fh.write(json.dumps(r.to_replay_json(), separators=(",", ":")) + "\n")
+    for line in lines:
+        fh.write(json.dumps(line, separators=(",", ":")) + "\n")
         n += 1
     return n
 
 
 def export_rollout(store: Store, rollout_id: int, path: str | Path) -> int:
-    """Write the rollout's analysed intervals to `path` as replay JSONL; return how many.
-    NothingToExport (a StoreError) when it has none."""
-    intervals = recorded_intervals(store, rollout_id)
-    if not intervals:
+    """Write the rollout's replay lines to `path` (baseline lines first); return how many
+    analysed intervals. NothingToExport (a StoreError) when it has none."""
+    if not recorded_intervals(store, rollout_id):
         rec = store.get(rollout_id)
         raise NothingToExport(f"rollout {rec.name}#{rec.generation} (id {rollout_id}) has no "
                               "analysed ticks yet: nothing to export")
+    lines = export_jsonl(store, rollout_id)
     with open(path, "w", encoding="utf-8") as fh:
-        return write_jsonl(intervals, fh)
+        write_jsonl(lines, fh)
+    return sum(1 for ln in lines if not ln.get("baseline"))
 
 
 __all__ = [
     "NothingToExport",
     "RecordedInterval",
+    "baseline_samples",
     "export_jsonl",
     "export_rollout",
+    "recorded_baseline",
     "recorded_intervals",
     "replay_line",
     "resolve_rollout",

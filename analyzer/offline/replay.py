@@ -85,18 +85,24 @@ def replay_rollout(policy: Policy, lines: list[ReplayLine], file: str, *,
                    latency_bounds: Mapping[str, float | None] | None = None) -> ReplayResult:
     """Run one recorded rollout through a fresh Judge (pure: no I/O).
 
-    Latency bounds are picked on the first window's stable traffic (which the latency tests
-    then leave out), unless `latency_bounds` gives one for every latency test: a backtest of a
-    recorded rollout passes the engine's, picked on its pre-rollout baseline.
+    Baseline lines (the stable's traffic before the rollout) go to the judge's baseline, as in
+    the engine: its burst estimates, and the latency bounds. Without them the latency bounds
+    are picked on the first window's stable traffic (which the latency tests then leave out).
+    `latency_bounds`, when it has one for every latency test, wins: a backtest of a recorded
+    rollout passes the engine's.
 
     Each tick's `step` is the policy's step as the engine numbers it (1-based, pause steps
-    counted: the dashboard's "step 3 of 5"), `tick` the line's tick number or position."""
+    counted: the dashboard's "step 3 of 5"), `tick` the line's tick number or its position
+    among the analysed lines."""
     plan = policy.spec.strategy.weight_steps()
     positions = [i for i, s in enumerate(plan) if isinstance(s, int)]
     steps = [s for s in plan if isinstance(s, int)]
     judge = Judge(policy)
-    if not (latency_bounds and judge.use_latency_bounds(latency_bounds)):
-        judge.set_baseline(None)
+    baseline = [ln.samples.stable for ln in lines if ln.baseline and ln.samples.stable]
+    lines = [ln for ln in lines if not ln.baseline]
+    if latency_bounds:
+        judge.use_latency_bounds(latency_bounds)
+    judge.set_baseline(None, baseline)
     idx = 0
     judge.start_step(lines[0].samples.t0, steps[0])
     out = ReplayResult(file)

@@ -15,6 +15,13 @@ had no usable data. An optional `tick` is the engine's tick number of the interv
 export` writes it; `canary history` shows the same number); tools name an interval by it, and by
 its position in the file (1, 2, ...) when it is absent. Blank lines and lines starting with `#`
 are skipped.
+
+Optional baseline lines, before the first analysed line, carry the stable version's traffic
+before the rollout, one per analysis interval (what the engine reads over
+`analysis.baselineWindow`, and `canary export` writes); they are not ticks:
+
+    {"baseline": true, "t0": "2026-03-01T09:50:00Z", "t": "2026-03-01T09:50:30Z",
+     "stable": {"requests": 11873, "errors": 12, "latency": {...}}}
 """
 
 from __future__ import annotations
@@ -48,11 +55,19 @@ class ReplayError(Exception):
 @dataclass(frozen=True)
 class ReplayLine:
     """One interval: its line in the file, its counts, and the engine's tick number when the
-    file says (`canary export` writes it)."""
+    file says (`canary export` writes it); `baseline`: the stable's traffic before the rollout
+    (no canary, not a tick)."""
 
     line: int
     samples: Samples
     tick: int | None = None
+    baseline: bool = False
+
+
+def baseline_line(samples: Samples) -> dict[str, Any]:
+    """A baseline line for the stable traffic of one pre-rollout interval."""
+    data = samples.to_json()
+    return {"baseline": True, "t0": data["t0"], "t": data["t"], "stable": data["stable"]}
 
 
 def _count(obj: dict[str, Any], key: str, where: str) -> int:
@@ -113,10 +128,17 @@ def parse_line(
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     unknown = set(obj) - {"t", "t0", "tick", "canary_weight", "stable", "canary",
-                          "no_data_reason"}
+                          "no_data_reason", "baseline"}
     if unknown:
         raise ValueError(f"unknown field(s) {sorted(unknown)}")
     tick_number(obj)
+    baseline = obj.get("baseline", False)
+    if not isinstance(baseline, bool):
+        raise ValueError(f"baseline must be true or false, got {baseline!r}")
+    if baseline and (obj.get("canary") is not None or obj.get("canary_weight")
+                     or obj.get("stable") is None or obj.get("tick") is not None):
+        raise ValueError("a baseline line (before the rollout) has the stable version's counts "
+                         "and no canary, canary_weight or tick")
     if "t" not in obj:
         raise ValueError("field t (the interval's end time) is missing")
     t1 = parse_timestamp(obj["t"], "t")
@@ -152,6 +174,10 @@ def parse_line(
     return t0, t1, fields
 
 
+def is_baseline(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("baseline") is True
+
+
 def read_replay(path: str | Path) -> list[ReplayLine]:
     """Read a replay file; raise ReplayError naming the file and line of the first problem."""
     p = Path(path)
@@ -165,9 +191,10 @@ def read_replay(path: str | Path) -> list[ReplayLine]:
         raise ReplayError(str(p), None, f"not UTF-8 text: {e.reason}") from None
     except OSError as e:
         raise ReplayError(str(p), None, f"cannot read: {e.strerror}") from None
-    parsed: list[tuple[int, datetime | None, datetime, dict[str, Any], int | None]] = []
+    parsed: list[tuple[int, datetime | None, datetime, dict[str, Any], int | None, bool]] = []
     prev: datetime | None = None
     prev_tick = 0
+    analysed = False
     for no, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -184,17 +211,25 @@ def read_replay(path: str | Path) -> list[ReplayLine]:
                                  f"{prev_tick}; lines must be oldest first")
         except ValueError as e:
             raise ReplayError(str(p), no, str(e)) from None
-        parsed.append((no, t0, t1, fields, tick))
+        baseline = is_baseline(obj)
+        if baseline and analysed:
+            raise ReplayError(str(p), no, "baseline lines (the stable's traffic before the "
+                              "rollout) must come before the first analysed interval")
+        analysed = analysed or not baseline
+        parsed.append((no, t0, t1, fields, tick, baseline))
         prev = t1
         prev_tick = tick or prev_tick
     if not parsed:
         raise ReplayError(str(p), None, "no intervals: expected one JSON object per line")
+    if not analysed:
+        raise ReplayError(str(p), None, "only baseline lines: no interval of the rollout to "
+                          "analyse after them")
     out = []
-    for i, (no, t0, t1, fields, tick) in enumerate(parsed):
+    for i, (no, t0, t1, fields, tick, baseline) in enumerate(parsed):
         if t0 is None:
             gap = parsed[i + 1][2] - t1 if i + 1 < len(parsed) else DEFAULT_INTERVAL
             t0 = t1 - max(gap, MIN_INTERVAL)
-        out.append(ReplayLine(no, Samples(t0=t0, t1=t1, **fields), tick))
+        out.append(ReplayLine(no, Samples(t0=t0, t1=t1, **fields), tick, baseline))
     return out
 
 

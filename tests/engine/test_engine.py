@@ -4,8 +4,10 @@ driven tick by tick on a simulated clock (no sleeping)."""
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from analyzer.core.rollout import Command, Phase
 from analyzer.daemon.engine import Engine, run_rollout
 from analyzer.daemon.notify import Notifier
 from analyzer.daemon.store import Store, TickConflict
+from analyzer.daemon.store.tables import rollouts
 from analyzer.routers.dry_run import DryRunRouter
 
 from .conftest import T0, make_policy
@@ -64,6 +67,13 @@ def test_regression_only_above_a_weight_is_caught_at_that_step():
     assert run.phase is Phase.ROLLED_BACK
     rollback = run.ticks[-1]
     assert rollback.weight_before == 50  # 10% looked healthy, 50% did not
+    # The first window at 50% decides (about 200 canary vs 50 stable errors: some 20 nats for
+    # the regression e-process started at this step, against a threshold of 3.7 + 3 for its
+    # prior weight): the evidence that 10% was healthy cannot carry a promotion at 50%, and no
+    # per-interval cap or burst estimate delays it (statistics v2, docs/statistics.md). Under
+    # statistics v1 this promoted at 3 of 8 clock shifts.
+    at_50 = [t for t in run.ticks if t.weight_before == 50 and t.decision]
+    assert [t.decision for t in at_50] == ["rollback"]
 
 
 def test_pause_step_waits_for_resume():
@@ -297,3 +307,58 @@ def test_samples_are_contiguous_windows():
     for a, b in itertools.pairwise(analysed):
         if a.weight_after == b.weight_before and a.phase_after == "progressing":
             assert b.t0 == a.t1  # neither gaps nor overlaps within a step
+
+
+def test_the_stable_baseline_is_read_interval_by_interval_and_recorded():
+    """A new judge reads the stable's pre-rollout traffic one analysis interval at a time over
+    baselineWindow (1m at 5s here: 12 intervals, ending when the rollout starts) and the tick
+    that created it records them, so `canary export` can write them as baseline lines."""
+    run = run_rollout(make_policy(steps="[20, 50, 100]"), start=T0)
+    with_baseline = [t for t in run.ticks if t.samples and "baseline" in t.samples]
+    assert [t.seq for t in with_baseline] == [1]  # the start tick created the judge
+    base = with_baseline[0].samples["baseline"]
+    assert len(base) == 12 and all(b["baseline"] is True for b in base)
+    assert all(b["stable"]["requests"] > 0 and "canary" not in b for b in base)
+    first = next(t for t in run.ticks if t.t0 is not None)
+    assert base[-1]["t"] == first.samples["t0"]  # right up to the first analysed window
+    assert all(a["t"] == b["t0"] for a, b in itertools.pairwise(base))
+
+
+def test_a_judge_state_from_statistics_v1_restarts_the_step_with_an_event():
+    """A rollout in flight during the upgrade: its stored judge state was written by
+    statistics v1 and cannot be converted (v1 keeps no per-interval history). The engine
+    restarts the analysis at the current step with a fresh judge and says so in an event.
+
+    tests/data/judge-state-v1.json was written by statistics v1's `Judge.to_state()`
+    (analyzer/core/judge.py at commit 0470dd5 of this repository) after three ticks of this
+    policy at 20 %."""
+    store = Store("sqlite://")
+    policy = make_policy(steps="[20, 50, 100]")
+    rec = store.create_rollout(policy, T0)
+    engine = Engine(store)
+    engine.tick(rec.id, T0)  # start: 0 -> 20 %
+    assert store.get(rec.id).state.weight == 20
+    v1_state = (Path(__file__).parents[1] / "data" / "judge-state-v1.json").read_text()
+    with store.engine.begin() as conn:
+        conn.execute(rollouts.update().where(rollouts.c.id == rec.id).values(
+            judge_state=v1_state))
+    assert json.loads(v1_state)["version"] == 1
+    out = engine.tick(rec.id, T0 + timedelta(seconds=5))
+    assert out.recorded and out.decision is not None
+    events = [e for e in store.events(rec.id) if e.kind == "judge-restarted"]
+    assert len(events) == 1 and events[0].tick_seq == out.seq
+    assert events[0].message == ("judge upgraded to statistics v2: analysis restarted at step 1 "
+                                 "(20%); evidence from before is not carried over")
+    state = store.get(rec.id).judge_state
+    assert state is not None and state["version"] == 2 and state["step_weight"] == 20
+    assert out.samples is not None and "baseline" in store.ticks(rec.id)[-1].samples
+    # the rollout goes on from there with the new judge, to its end
+    now = T0 + timedelta(seconds=5)
+    for _ in range(300):
+        now += timedelta(seconds=5)
+        engine.tick(rec.id, now)
+        if not store.get(rec.id).active:
+            break
+    assert store.get(rec.id).phase is Phase.SUCCEEDED
+    assert len([e for e in store.events(rec.id) if e.kind == "judge-restarted"]) == 1
+    assert_log_consistent(store, rec.id)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from analyzer.core.types import Histogram, VersionSample
 from analyzer.daemon.engine import run_rollout
 from analyzer.daemon.store import Store
 from analyzer.demo.local_prometheus import (
@@ -24,7 +25,7 @@ from analyzer.demo.local_prometheus import (
     backfill,
     find_binary,
 )
-from analyzer.offline.export import recorded_intervals
+from analyzer.offline.export import baseline_samples, recorded_intervals
 from analyzer.policy import Policy, parse_policy
 from tests.support.clock import EPOCH
 
@@ -113,11 +114,14 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
 
 def openmetrics_of(store: Store, rollout_id: int, namespace: str, service: str,
                    versions: dict[str, str]) -> str:
-    """The rollout's analysed intervals as generic-preset counters (http_requests_total by
-    code, http_request_duration_seconds_bucket by le), one point at each window's ends."""
-    intervals = recorded_intervals(store, rollout_id)
+    """The rollout's analysed intervals, after the stable's pre-rollout intervals its judge
+    started from (the baseline recorded with the start tick), as generic-preset counters
+    (http_requests_total by code, http_request_duration_seconds_bucket by le), one point at
+    each window's ends; the canary's counters stay at 0 before the rollout."""
+    baseline = baseline_samples(store, rollout_id)
+    intervals = [r.samples for r in recorded_intervals(store, rollout_id)]
     w = OpenMetricsWriter()
-    first = intervals[0].samples.t0.timestamp()
+    first = (baseline or intervals)[0].t0.timestamp()
     for role, version in versions.items():
         labels = {"namespace": namespace, "service": service, "version": version}
         ok = [(first - 60 * k, 0.0) for k in range(5, 0, -1)] + [(first, 0.0)]
@@ -126,9 +130,10 @@ def openmetrics_of(store: Store, rollout_id: int, namespace: str, service: str,
         n_ok = n_bad = 0
         cum: list[int] | None = None
         le: list[str] = []
-        for r in intervals:
-            v = getattr(r.samples, role)
-            t = r.samples.t1.timestamp()
+        for s in [*baseline, *intervals]:
+            v = getattr(s, role) or VersionSample(0, 0, s.stable.latency and Histogram(
+                s.stable.latency.le, (0,) * len(s.stable.latency.le)))
+            t = s.t1.timestamp()
             n_ok += v.requests - v.errors
             n_bad += v.errors
             ok.append((t, n_ok))

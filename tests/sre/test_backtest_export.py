@@ -44,11 +44,16 @@ def test_export_round_trips_the_recorded_intervals(recorded: Recorded, tmp_path:
     out = tmp_path / "r.jsonl"
     res = canary("export", "web-regressed", "--db", recorded.url, "--out", str(out))
     assert res.returncode == 0, res.stderr
-    lines = read_replay(out)  # the replay reader accepts every line
+    every = read_replay(out)  # the replay reader accepts every line
+    baseline = [ln for ln in every if ln.baseline]
+    lines = [ln for ln in every if not ln.baseline]
+    # first the stable's pre-rollout intervals the engine's judge started from (1m at 10s)
+    assert len(baseline) == 6 and every[:6] == baseline
+    assert all(ln.samples.canary is None and ln.samples.stable for ln in baseline)
     store = recorded.store()
     intervals = recorded_intervals(store, recorded.regressed_id)
     assert len(lines) == len(intervals) == len([t for t in store.ticks(recorded.regressed_id)
-                                                if t.samples])
+                                                if t.samples and t.t0])
     for ln, rec in zip(lines, intervals, strict=True):
         assert ln.samples.stable == rec.samples.stable
         assert ln.samples.canary == rec.samples.canary
@@ -126,8 +131,9 @@ def test_backtest_on_prometheus_equals_replay_of_the_export(
                     t["stable_errors"]) for t in bt]
     assert prom_counts == store_counts  # exact integer counts back from Prometheus
 
-    # Prometheus alone: the range of the recorded windows, weights from observed shares
-    lines = read_replay(exported)
+    # Prometheus alone: the range of the recorded windows, weights from observed shares (and
+    # the baseline read from Prometheus before the range, as the engine does)
+    lines = [ln for ln in read_replay(exported) if not ln.baseline]
     start = lines[0].samples.t0.isoformat()
     end = lines[-1].samples.t1.isoformat()
     alone = canary("backtest", policy, "--prometheus", prom_recorded.url, "--start", start,

@@ -117,3 +117,68 @@ def test_non_finite_histogram_bound_is_refused(tmp_path: Path) -> None:
     res, f = _replay(tmp_path, lines)
     assert res.exit_code == 1
     assert f"{f}:2" in res.stderr and "finite" in res.stderr
+
+
+def _baseline_lines(first_t0: str, n: int = 10) -> list[str]:
+    """n stable-only intervals of 30 s ending at `first_t0` (the healthy example's start)."""
+    from datetime import timedelta
+
+    from analyzer.util.times import iso, parse_timestamp
+
+    end = parse_timestamp(first_t0, "t0")
+    out = []
+    for k in range(n, 0, -1):
+        t0, t1 = end - k * timedelta(seconds=30), end - (k - 1) * timedelta(seconds=30)
+        out.append(json.dumps({"baseline": True, "t0": iso(t0), "t": iso(t1),
+                               "stable": {"requests": 12000 + 97 * k, "errors": 12 + k % 3}}))
+    return out
+
+
+def test_baseline_lines_come_first_and_feed_the_judge(tmp_path: Path) -> None:
+    """Baseline lines (the stable's traffic before the rollout, as `canary export` writes them)
+    are not ticks: the ticks are the analysed lines, numbered from 1, and the baseline's
+    intervals reach the judge (its burst estimate)."""
+    from analyzer.offline.replay import replay_rollout
+    from analyzer.policy import load_policy
+    from analyzer.sources.replay import read_replay
+
+    lines = (DATA / "healthy.jsonl").read_text().splitlines()
+    first = read_replay(DATA / "healthy.jsonl")[0].samples
+    with_base = tmp_path / "with-baseline.jsonl"
+    with_base.write_text("\n".join(_baseline_lines(first.t0.isoformat()) + lines) + "\n")
+    plain = _json_lines(str(DATA / "healthy.jsonl"))
+    based = _json_lines(str(with_base))
+    assert plain[-1]["outcome"] == based[-1]["outcome"] == "promoted"
+    assert based[0]["line"] == 11 and based[0]["tick"] == 1  # after ten baseline lines
+    parsed = read_replay(with_base)
+    assert [ln.baseline for ln in parsed[:11]] == [True] * 10 + [False]
+    res = replay_rollout(load_policy(POLICY), parsed, "x")
+    assert len(res.ticks) == len(based) - 1
+
+
+def test_misplaced_or_wrong_baseline_lines_are_clear_errors(tmp_path: Path) -> None:
+    lines = (DATA / "healthy.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    base = _baseline_lines(first.get("t0") or "2026-03-01T10:00:00Z", 2)
+    from datetime import timedelta
+
+    from analyzer.util.times import iso, parse_timestamp
+
+    end = parse_timestamp(first["t"], "t") + timedelta(seconds=30)
+    after = _baseline_lines(iso(end), 1)[0]  # the 30 s right after the first analysed line
+    late = tmp_path / "late.jsonl"
+    late.write_text("\n".join([lines[0], after]) + "\n")
+    res = runner.invoke(app, ["replay", POLICY, str(late)])
+    assert res.exit_code == 1 and f"{late}:2" in res.stderr
+    assert "must come before the first analysed interval" in res.stderr
+    with_canary = tmp_path / "canary.jsonl"
+    obj = json.loads(base[0])
+    obj["canary"] = {"requests": 10, "errors": 0}
+    with_canary.write_text(json.dumps(obj) + "\n" + lines[0] + "\n")
+    res = runner.invoke(app, ["replay", POLICY, str(with_canary)])
+    assert res.exit_code == 1 and f"{with_canary}:1" in res.stderr
+    assert "no canary or canary_weight" in res.stderr
+    only = tmp_path / "only.jsonl"
+    only.write_text("\n".join(base) + "\n")
+    res = runner.invoke(app, ["replay", POLICY, str(only)])
+    assert res.exit_code == 1 and "only baseline lines" in res.stderr
