@@ -45,6 +45,7 @@ notebooks: venv
 
 bench: venv sysdeps
 	$(PY) benchmarks/decision_quality.py
+	$(PY) benchmarks/limits.py
 	$(PY) benchmarks/throughput.py
 
 soak: venv sysdeps

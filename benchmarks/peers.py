@@ -22,10 +22,11 @@ themselves:
   bucket bound, repeated every interval at alpha split evenly over the two (naive peeking).
 - `OracleJudge`: Wald's SPRT per check (error rate; share slower than the baseline p99 bound)
   on the conditional-binomial likelihood our judge uses, knowing the true ratio: it tests the
-  truth against the tolerance boundary r0 = 1 + tolerance, with error rates alpha (split over
-  the checks like ours) and beta = 0.05. It restarts when the truth changes with the weight.
-  Its expected sample size is Wald's lower bound: no judge with these error rates is faster
-  on average.
+  truth against the tolerance boundary r0 = 1 + tolerance, at the same error rates per check
+  as ours: alpha split over the checks like ours (false rollbacks), the policy's
+  `decision.beta` per check (false promotions). It restarts when the truth changes with the
+  weight, and assumes Poisson counts (it knows nothing of bursts). Its expected sample size is
+  Wald's lower bound: no judge with these error rates is faster on average.
 
 Every peer promotes only once the step has lasted the policy's minStepDuration and its own
 criterion passes, and (except Flagger, which has no such limit) pauses at maxStepDuration, so
@@ -35,6 +36,7 @@ the schedule is the same for all.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +45,7 @@ from scipy.stats import hypergeom
 
 from analyzer.core.stats.classic import kayenta_classify
 from analyzer.core.stats.latency import choose_bound, interpolate_quantile
-from analyzer.core.types import Action, Decision, Histogram, Samples
+from analyzer.core.types import Action, Decision, Histogram, Samples, VersionSample
 from analyzer.offline.montecarlo import Scenario
 from analyzer.policy import ErrorRateCheck, LatencyCheck, Policy
 
@@ -62,7 +64,8 @@ class _StepClock:
         self.weight = 0.0
         self.baseline: Histogram | None = None
 
-    def set_baseline(self, stable_latency: Histogram | None) -> None:
+    def set_baseline(self, stable_latency: Histogram | None,
+                     stable_series: Sequence[VersionSample] | None = None) -> None:
         self.baseline = stable_latency
 
     def start_step(self, now: datetime, canary_weight: float) -> None:
@@ -223,8 +226,9 @@ class RepeatedFisherJudge(_StepClock):
         self.bound: float | None = None
         self.totals = np.zeros(6, dtype=np.int64)  # n_c, x_err, n_s, y_err, x_slow, y_slow
 
-    def set_baseline(self, stable_latency: Histogram | None) -> None:
-        super().set_baseline(stable_latency)
+    def set_baseline(self, stable_latency: Histogram | None,
+                     stable_series: Sequence[VersionSample] | None = None) -> None:
+        super().set_baseline(stable_latency, stable_series)
         self.bound = choose_bound(stable_latency, 0.99) if stable_latency is not None else None
 
     def evaluate(self, samples: Samples, now: datetime) -> Decision:
@@ -279,10 +283,10 @@ class _Sprt:
 
 
 class OracleJudge(_StepClock):
-    def __init__(self, policy: Policy, *, scenario: Scenario, beta: float = 0.05) -> None:
+    def __init__(self, policy: Policy, *, scenario: Scenario, beta: float | None = None) -> None:
         super().__init__(policy)
         self.scenario = scenario
-        self.beta = beta
+        self.beta = policy.spec.decision.beta if beta is None else beta
         self.tolerance = {"error-rate": None, "latency": None}
         for c in policy.spec.checks:
             if isinstance(c, ErrorRateCheck):
@@ -292,8 +296,9 @@ class OracleJudge(_StepClock):
         self.bound: float | None = None
         self.sprts: dict[str, _Sprt] = {}
 
-    def set_baseline(self, stable_latency: Histogram | None) -> None:
-        super().set_baseline(stable_latency)
+    def set_baseline(self, stable_latency: Histogram | None,
+                     stable_series: Sequence[VersionSample] | None = None) -> None:
+        super().set_baseline(stable_latency, stable_series)
         self.bound = choose_bound(stable_latency, 0.99) if stable_latency is not None else None
 
     def _checks(self) -> list[str]:

@@ -7,11 +7,17 @@ policy's `analysis.interval`.
 
 One call runs `runs` rollouts in lock step, tick by tick:
 
-- traffic per tick is drawn for every active run at once with numpy (seeded): total requests
-  ~ Poisson(rps(t) * interval), the canary's share ~ Binomial(total, weight), errors ~
-  Binomial(requests, rate x burst) with a Gamma(1/b, b) burst multiplier per version and tick
-  when `burstiness` b > 0, latency as a Multinomial over the histogram buckets of a lognormal
-  fitted to each version's (median, p99);
+- traffic per interval is drawn for every active run at once with numpy (seeded): total
+  requests ~ Poisson(rps(t) * interval), the canary's share ~ Binomial(total, weight), errors ~
+  Binomial(requests, rate x burst) with a Gamma(1/b, b) burst multiplier (mean 1, coefficient
+  of variation sqrt(b)) per version and interval when `burstiness` b > 0 (in the canary only
+  with `canary_only_bursts`), latency as a Multinomial over the histogram buckets of a
+  lognormal fitted to each version's (median, p99), its median shifted per version and
+  interval by a factor exp(N(0, latency_noise^2)) when `latency_noise` > 0;
+- a tick's window is the last interval, or with `window_intervals` k > 1 the last k intervals
+  added up (overlapping windows: each request is seen by k ticks, as a policy with
+  `analysis.window` = k x interval would make the engine see it; policies are refused such a
+  window, this measures the judge's own guard);
 - each run has its own judge (anything with `set_baseline`, `start_step`, `evaluate`: our
   `analyzer.core.judge.Judge` or a peer from `benchmarks/peers.py`) and walks the policy's steps
   with the pure state machine of `analyzer.core.rollout` (a PROMOTE advances a step; reaching the
@@ -19,18 +25,22 @@ One call runs `runs` rollouts in lock step, tick by tick:
   (`onInconclusive` / `onDataFailure` = pause) ends the run as `inconclusive`, as does the
   horizon (the sum of the steps' maxStepDuration plus one interval per step).
 
-Before the rollout every judge gets a baseline: a stable-only latency histogram of
-`analysis.baselineWindow` at the scenario's full rate, as the engine would query it.
+Before the rollout every judge gets a baseline, as the engine reads it: the stable version's
+intervals over `analysis.baselineWindow` at the scenario's full rate (`core.judge
+.baseline_windows`), with the scenario's bursts and latency noise (unless `bursts_in_baseline`
+is False: bursts that begin with the rollout), and their latency histogram.
 
-Truth is the scenario's: `Scenario.regression` says whether rolling back is the right answer,
-so the summary can report false-rollback and detection rates with Monte Carlo standard errors.
+Truth is the scenario's: `Scenario.truth` is healthy (promoting is right), regression (rolling
+back is right) or boundary (the canary sits exactly at a tolerance: rolling back is a false
+rollback and promoting a false promotion), so the summary can report false-rollback,
+false-promotion and detection rates with Monte Carlo standard errors.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -40,6 +50,7 @@ import numpy as np
 from scipy.stats import norm
 
 from analyzer.core.rollout import Command, Phase, RolloutMachine, RolloutState
+from analyzer.core.stats.latency import add_histograms
 from analyzer.core.types import Decision, Histogram, Samples, VersionSample
 from analyzer.policy import Policy
 from analyzer.sources.simulate import LATENCY_BUCKETS
@@ -52,7 +63,8 @@ _Z99 = float(norm.ppf(0.99))
 class JudgeLike(Protocol):
     """What the harness needs from a judge (our Judge and every peer implement it)."""
 
-    def set_baseline(self, stable_latency: Histogram | None) -> None: ...
+    def set_baseline(self, stable_latency: Histogram | None,
+                     stable_series: Sequence[VersionSample] | None = None) -> None: ...
 
     def start_step(self, now: datetime, canary_weight: float) -> None: ...
 
@@ -102,7 +114,9 @@ class Scenario:
     The canary's error rate is `error_rate * error_multiplier` and its latency
     `canary_latency` (default: the stable's), but only while its weight is above
     `regression_above_weight` (when set). `regression`: whether a rollback is the right
-    answer (default: any difference between the versions).
+    answer (default: any difference between the versions); `boundary`: the canary sits exactly
+    at a check's tolerance (neither a rollback nor a promotion is right). Bursts, latency
+    noise and overlapping windows: see the module docstring.
     """
 
     name: str
@@ -118,6 +132,11 @@ class Scenario:
     diurnal_phase_s: float = 0.0
     regression_above_weight: float | None = None
     regression: bool | None = None
+    boundary: bool = False
+    canary_only_bursts: bool = False
+    bursts_in_baseline: bool = True
+    latency_noise: float = 0.0
+    window_intervals: int = 1
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -127,14 +146,25 @@ class Scenario:
             raise ValueError(f"scenario {self.name}: error rates must lie in [0, 1]")
         if not 0 <= self.diurnal_amplitude < 1:
             raise ValueError(f"scenario {self.name}: diurnal_amplitude must lie in [0, 1)")
+        if self.window_intervals < 1:
+            raise ValueError(f"scenario {self.name}: window_intervals must be at least 1")
 
     @property
     def is_regression(self) -> bool:
+        if self.boundary:
+            return False
         if self.regression is not None:
             return self.regression
         return self.error_multiplier != 1.0 or (
             self.canary_latency is not None and self.canary_latency != self.latency
         )
+
+    @property
+    def truth(self) -> str:
+        """healthy | boundary | regression."""
+        if self.boundary:
+            return "boundary"
+        return "regression" if self.is_regression else "healthy"
 
     def regressed_at(self, weight: float) -> bool:
         """Whether the canary's own figures apply at this weight (percent)."""
@@ -232,9 +262,10 @@ def _quantile(values: np.ndarray, q: float, rng: np.random.Generator) -> Estimat
 class SimulationSummary:
     """Outcomes of `runs` rollouts of one policy under one scenario, with Monte Carlo errors.
 
-    `false_rollback_rate` is the rollback rate when the scenario is healthy (None otherwise);
-    `detection_rate` the rollback rate when it is a regression (None otherwise). Times are
-    seconds from the rollout's start to the decision.
+    `false_rollback_rate` is the rollback rate when the scenario is healthy or at the boundary
+    (None otherwise); `false_promotion_rate` the promotion rate at the boundary or under a
+    regression; `detection_rate` the rollback rate under a regression. Times are seconds from
+    the rollout's start to the decision.
     """
 
     scenario: Scenario
@@ -253,6 +284,10 @@ class SimulationSummary:
     @property
     def false_rollback_rate(self) -> Estimate | None:
         return None if self.scenario.is_regression else self.rollback_rate
+
+    @property
+    def false_promotion_rate(self) -> Estimate | None:
+        return None if self.scenario.truth == "healthy" else self.promote_rate
 
     @property
     def detection_rate(self) -> Estimate | None:
@@ -293,7 +328,7 @@ class SimulationSummary:
 
 
 class TrafficGenerator:
-    """Draws one tick of samples for many runs at once (each at its own canary weight)."""
+    """Draws one interval of samples for many runs at once (each at its own canary weight)."""
 
     def __init__(self, scenario: Scenario, rng: np.random.Generator,
                  bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
@@ -302,15 +337,51 @@ class TrafficGenerator:
         self.bounds = bounds
         self.p_stable = scenario.latency.bucket_probabilities(bounds)
         self.p_canary_reg = scenario.canary_latency_at(100.0).bucket_probabilities(bounds)
+        self._finite_log = np.log(np.array([b for b in bounds if math.isfinite(b)]))
 
-    def baseline(self, seconds: float) -> Histogram:
-        """Stable-only latency histogram of a pre-rollout window at the full rate."""
-        n = int(self.rng.poisson(self.scenario.rps * seconds))
-        counts = self.rng.multinomial(n, self.p_stable)
-        return Histogram(self.bounds, tuple(int(c) for c in np.cumsum(counts)))
+    def _bucket_probabilities(self, lat: Latency, shift: np.ndarray) -> np.ndarray:
+        """(runs, buckets): the lognormal's buckets with its log-median moved by `shift`."""
+        mu, sigma = lat.params()
+        cdf = norm.cdf((self._finite_log[None, :] - mu - shift[:, None]) / sigma)
+        cdf = np.concatenate([cdf, np.ones((len(shift), 1))], axis=1)
+        p = np.diff(np.concatenate([np.zeros((len(shift), 1)), cdf], axis=1), axis=1)
+        p = p.clip(min=0.0)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def _latency_counts(self, n: np.ndarray, lat: Latency, base_p: np.ndarray) -> np.ndarray:
+        sc = self.scenario
+        if sc.latency_noise <= 0:
+            return self.rng.multinomial(n, base_p)
+        shift = self.rng.normal(0.0, sc.latency_noise, size=len(n))
+        return self.rng.multinomial(n, self._bucket_probabilities(lat, shift))
+
+    def _bursts(self, size: int, on: bool) -> np.ndarray:
+        b = self.scenario.burstiness
+        if b <= 0 or not on:
+            return np.ones(size)
+        return self.rng.gamma(1.0 / b, b, size=size)
+
+    def baseline_series(self, windows: Sequence[tuple[float, float]],
+                        runs: int) -> list[list[VersionSample]]:
+        """Per run, one stable-only VersionSample per pre-rollout window (seconds relative to
+        the rollout's start), at the full rate, with the scenario's bursts (when the baseline
+        sees them) and latency noise."""
+        sc, rng = self.scenario, self.rng
+        seen = sc.bursts_in_baseline and not sc.canary_only_bursts
+        out: list[list[VersionSample]] = [[] for _ in range(runs)]
+        for t0, t1 in windows:
+            mid, seconds = (t0 + t1) / 2, t1 - t0
+            n = rng.poisson(sc.rps * sc.rate_factor(mid) * seconds, size=runs)
+            p = sc.error_rate * sc.error_factor(mid) * self._bursts(runs, seen)
+            e = rng.binomial(n, np.clip(p, 0.0, 1.0))
+            h = np.cumsum(self._latency_counts(n, sc.latency, self.p_stable), axis=1)
+            for i in range(runs):
+                out[i].append(VersionSample(int(n[i]), int(e[i]),
+                                            Histogram(self.bounds, tuple(h[i].tolist()))))
+        return out
 
     def draw(self, t_offset: float, seconds: float, weights: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-run arrays for the window [t_offset, t_offset + seconds) at these weights
+        """Per-run arrays for the interval [t_offset, t_offset + seconds) at these weights
         (percent): requests, errors and cumulative bucket counts of each version."""
         sc, rng = self.scenario, self.rng
         r = len(weights)
@@ -322,17 +393,20 @@ class TrafficGenerator:
         base = sc.error_rate * sc.error_factor(mid)
         regressed = np.array([sc.regressed_at(w) for w in weights]) if (
             sc.regression_above_weight is not None) else np.ones(r, dtype=bool)
-        p_s = np.full(r, base)
-        p_c = np.where(regressed, base * sc.error_multiplier, base)
-        if sc.burstiness > 0:
-            b = sc.burstiness
-            p_s = p_s * rng.gamma(1.0 / b, b, size=r)
-            p_c = p_c * rng.gamma(1.0 / b, b, size=r)
+        p_s = np.full(r, base) * self._bursts(r, not sc.canary_only_bursts)
+        p_c = np.where(regressed, base * sc.error_multiplier, base) * self._bursts(r, True)
         e_s = rng.binomial(n_s, np.clip(p_s, 0.0, 1.0))
         e_c = rng.binomial(n_c, np.clip(p_c, 0.0, 1.0))
-        h_s = rng.multinomial(n_s, self.p_stable)
-        pv = np.where(regressed[:, None], self.p_canary_reg[None, :], self.p_stable[None, :])
-        h_c = rng.multinomial(n_c, pv)
+        h_s = self._latency_counts(n_s, sc.latency, self.p_stable)
+        if sc.latency_noise > 0:
+            shift = rng.normal(0.0, sc.latency_noise, size=r)
+            lat_c = sc.canary_latency_at(100.0)
+            p_reg = self._bucket_probabilities(lat_c, shift)
+            p_ok = self._bucket_probabilities(sc.latency, shift)
+            h_c = rng.multinomial(n_c, np.where(regressed[:, None], p_reg, p_ok))
+        else:
+            pv = np.where(regressed[:, None], self.p_canary_reg[None, :], self.p_stable[None, :])
+            h_c = rng.multinomial(n_c, pv)
         return {
             "n_s": n_s, "e_s": e_s, "n_c": n_c, "e_c": e_c,
             "h_s": np.cumsum(h_s, axis=1), "h_c": np.cumsum(h_c, axis=1),
@@ -340,7 +414,7 @@ class TrafficGenerator:
 
     def samples(self, d: dict[str, np.ndarray], i: int, t0: datetime, t1: datetime,
                 weight: float) -> Samples:
-        """The i-th run's Samples from a `draw` result."""
+        """The i-th run's Samples from a `draw` result (or a sum of several)."""
         return Samples(
             t0=t0, t1=t1,
             stable=VersionSample(int(d["n_s"][i]), int(d["e_s"][i]),
@@ -376,6 +450,7 @@ class _Run:
     judge: JudgeLike
     ticks: int = 0
     reason: str = ""
+    recent: list[dict[str, Any]] = field(default_factory=list)  # overlapping windows
 
 
 def simulate_rollouts(
@@ -402,14 +477,22 @@ def simulate_rollouts(
     machine = RolloutMachine.for_policy(policy)
     interval = policy.spec.analysis.interval.total_seconds()
     window = policy.spec.analysis.effective_window.total_seconds()
-    baseline_s = policy.spec.analysis.baselineWindow.total_seconds()
     horizon = horizon_seconds(policy)
+    k = scenario.window_intervals
 
+    from analyzer.core.judge import baseline_windows
+
+    windows = [((a - EPOCH).total_seconds(), (b - EPOCH).total_seconds())
+               for a, b in baseline_windows(policy, EPOCH)]
+    series = gen.baseline_series(windows, runs)
     active: list[_Run] = []
     results: dict[int, RunResult] = {}
-    for _ in range(runs):
+    for i in range(runs):
         judge = factory(policy)
-        judge.set_baseline(gen.baseline(baseline_s))
+        hist: Histogram | None = None
+        for v in series[i]:
+            hist = add_histograms(hist, v.latency)
+        judge.set_baseline(hist, series[i])
         active.append(_Run(RolloutState(), judge))
     ids = list(range(runs))
     for run in active:
@@ -419,14 +502,18 @@ def simulate_rollouts(
     while ids:
         elapsed += interval
         now = EPOCH + timedelta(seconds=elapsed)
-        t0 = now - timedelta(seconds=window)
         weights = np.array([active[i].state.weight for i in ids], dtype=float)
         draw = gen.draw(elapsed - window, window, weights)
         still: list[int] = []
         finished = 0
-        for k, i in enumerate(ids):
+        for j, i in enumerate(ids):
             run = active[i]
-            samples = gen.samples(draw, k, t0, now, float(weights[k]))
+            if k == 1:
+                t0 = now - timedelta(seconds=window)
+                samples = gen.samples(draw, j, t0, now, float(weights[j]))
+            else:
+                samples = _overlapping(gen, run, draw, j, now, interval, window, k,
+                                       float(weights[j]))
             decision = run.judge.evaluate(samples, now)
             run.ticks += 1
             run.reason = decision.reason
@@ -434,6 +521,7 @@ def simulate_rollouts(
             run.state = tr.after
             if tr.start_step:
                 run.judge.start_step(now, float(run.state.weight))
+                run.recent.clear()
             _step_through(machine, run, now)
             outcome = _terminal(machine, run)
             if outcome is None and elapsed >= horizon:
@@ -448,6 +536,18 @@ def simulate_rollouts(
         if progress is not None and finished:
             progress(finished)
     return SimulationSummary.from_results(scenario, seed, (results[i] for i in range(runs)))
+
+
+def _overlapping(gen: TrafficGenerator, run: _Run, draw: dict[str, np.ndarray], j: int,
+                 now: datetime, interval: float, window: float, k: int,
+                 weight: float) -> Samples:
+    """The run's last k intervals of this step added up: the window an `analysis.window` of k
+    intervals gives (the engine clips a window to the step's start, so it does here)."""
+    run.recent.append({key: v[j] for key, v in draw.items()})
+    del run.recent[:-k]
+    total = {key: sum(r[key] for r in run.recent)[None] for key in draw}
+    t0 = now - timedelta(seconds=(len(run.recent) - 1) * interval + window)
+    return gen.samples(total, 0, t0, now, weight)
 
 
 def _step_through(machine: RolloutMachine, run: _Run, now: datetime) -> None:
@@ -468,6 +568,7 @@ def _step_through(machine: RolloutMachine, run: _Run, now: datetime) -> None:
         run.state = tr.after
         if tr.start_step:
             run.judge.start_step(now, float(run.state.weight))
+            run.recent.clear()
 
 
 def _terminal(machine: RolloutMachine, run: _Run) -> RunOutcome | None:

@@ -176,6 +176,7 @@ def simulation_policy(policy: Policy) -> tuple[Policy, str | None]:
 #: Grid keys and where they go in the policy document.
 GRID_KEYS = {
     "alpha": "decision.alpha",
+    "beta": "decision.beta",
     "tolerance": "every error-rate and latency check's tolerance",
     "minSamples": "decision.minSamples",
     "dataFailureLimit": "decision.dataFailureLimit",
@@ -221,7 +222,7 @@ def apply_settings(policy: Policy, settings: Mapping[str, Any]) -> Policy:
     doc = policy.model_dump(mode="json")
     spec = doc["spec"]
     for key, value in settings.items():
-        if key in ("alpha", "minSamples", "dataFailureLimit"):
+        if key in ("alpha", "beta", "minSamples", "dataFailureLimit"):
             spec.setdefault("decision", {})[key] = value
         elif key in _DURATION_KEYS:
             spec.setdefault("analysis", {})[key] = value

@@ -135,3 +135,84 @@ def test_oracle_factory_gets_the_scenario() -> None:
     s = simulate_rollouts(policy(), sc, 5, seed=1,
                           judge_factory=functools.partial(OracleJudge, scenario=sc))
     assert all(r.outcome is RunOutcome.ROLLED_BACK for r in s.results)
+
+
+def test_baseline_series_has_the_scenarios_bursts_unless_they_begin_with_the_rollout() -> None:
+    windows = [(-30.0 * (k + 1), -30.0 * k) for k in range(20)][::-1]
+    for seen in (True, False):
+        sc = Scenario("b", rps=20000, error_rate=0.01, burstiness=1.0, bursts_in_baseline=seen)
+        series = TrafficGenerator(sc, np.random.default_rng(1)).baseline_series(windows, 50)
+        rates = np.array([[v.errors / v.requests for v in run] for run in series])
+        cv = rates.std(axis=1).mean() / 0.01
+        # CV 1 bursts versus Poisson noise alone (sd 1 / sqrt(6 errors) ~ 0.07 of the rate)
+        assert (cv > 0.6) if seen else (cv < 0.15), (seen, cv)
+        assert all(len(run) == 20 and run[0].latency is not None for run in series)
+
+
+def test_canary_only_bursts_and_latency_noise() -> None:
+    sc = Scenario("c", rps=20000, error_rate=0.01, burstiness=1.0, canary_only_bursts=True,
+                  latency_noise=0.3)
+    gen = TrafficGenerator(sc, np.random.default_rng(2))
+    draws = [gen.draw(30.0 * k, 30.0, np.full(50, 50.0)) for k in range(20)]
+    c = np.array([d["e_c"] / d["n_c"] for d in draws])
+    s = np.array([d["e_s"] / d["n_s"] for d in draws])
+    assert c.std(axis=0).mean() > 5 * s.std(axis=0).mean()
+    # each version's median moves on its own: the share under 50 ms differs between versions
+    # by far more than binomial noise
+    bucket = gen.bounds.index(0.05)
+    under_c = np.array([d["h_c"][:, bucket] / d["n_c"] for d in draws])
+    under_s = np.array([d["h_s"][:, bucket] / d["n_s"] for d in draws])
+    assert np.abs(under_c - under_s).mean() > 0.05
+
+
+def test_overlapping_windows_overlap_for_real(monkeypatch: pytest.MonkeyPatch) -> None:
+    """window_intervals 4: each tick's window adds up the step's last 4 intervals, so
+    consecutive windows share 3 intervals (the old harness drew fresh data for a longer
+    window, which is not what an overlapping analysis.window gives)."""
+    draws: list[dict] = []
+    seen: list = []
+    real_draw = TrafficGenerator.draw
+
+    def recording_draw(self, t_offset, seconds, weights):  # type: ignore[no-untyped-def]
+        d = real_draw(self, t_offset, seconds, weights)
+        draws.append(d)
+        return d
+
+    class Recorder(FlaggerJudge):
+        def evaluate(self, samples, now):  # type: ignore[no-untyped-def]
+            seen.append(samples)
+            return super().evaluate(samples, now)
+
+    monkeypatch.setattr(TrafficGenerator, "draw", recording_draw)
+    sc = Scenario("ov", rps=400, error_rate=0.0001, window_intervals=4, regression=False)
+    simulate_rollouts(policy(minStepDuration="4m"), sc, 1, seed=3, judge_factory=Recorder)
+    step = [i for i, s in enumerate(seen) if s.canary_weight == seen[0].canary_weight]
+    assert len(step) >= 6
+    for i in step[:6]:
+        k = min(i + 1, 4)
+        window = draws[i + 1 - k:i + 1]
+        assert seen[i].canary.requests == sum(int(d["n_c"][0]) for d in window)
+        assert seen[i].stable.errors == sum(int(d["e_s"][0]) for d in window)
+        assert (seen[i].t1 - seen[i].t0).total_seconds() == 30 * k
+    # a new step starts its windows afresh (the engine clips a window to the step's start)
+    nxt = step[-1] + 1
+    assert seen[nxt].canary_weight != seen[0].canary_weight
+    assert seen[nxt].canary.requests == int(draws[nxt]["n_c"][0])
+
+
+def test_our_judge_does_not_count_overlapping_windows_twice() -> None:
+    sc = Scenario("ov2", rps=400, error_rate=0.01, window_intervals=4, regression=False)
+    decisions: list = []
+
+    from analyzer.core.judge import Judge
+
+    class Recorder(Judge):
+        def evaluate(self, samples, now):  # type: ignore[no-untyped-def]
+            d = super().evaluate(samples, now)
+            decisions.append(d)
+            return d
+
+    simulate_rollouts(policy(), sc, 1, seed=3, judge_factory=Recorder)
+    skipped = [d for d in decisions if "overlaps data already analysed" in d.reason
+               or any("overlaps data already analysed" in v.reason for v in d.verdicts)]
+    assert skipped and len(skipped) < len(decisions)
