@@ -15,11 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from analyzer.offline.montecarlo import Estimate, SimulationSummary
-from benchmarks.decision_quality import JUDGE_LABEL, ROOT, Cell
+from analyzer.core.stats.latency import choose_bound
+from analyzer.core.types import Histogram
+from analyzer.offline.montecarlo import Estimate, Scenario, SimulationSummary
+from analyzer.sources.simulate import LATENCY_BUCKETS
+from benchmarks.decision_quality import JUDGE_LABEL, ROOT, Cell, reference_policy
 
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 
@@ -44,6 +48,21 @@ class Run:
 
     def get(self, ci: int, judge: str) -> SimulationSummary | None:
         return self.summaries.get((ci, judge))
+
+
+def beyond_tolerance(sc: Scenario) -> bool:
+    """Whether the canary's own figures put one of the reference policy's checks at or beyond
+    its tolerance: the error-rate ratio, or the ratio of the shares slower than the p99 bound
+    the baseline gives (a median shift with the p99 unchanged is invisible to those checks)."""
+    r0 = min(1 + c.tolerance for c in reference_policy().spec.checks
+             if hasattr(c, "tolerance"))
+    cum = np.cumsum(sc.latency.bucket_probabilities(LATENCY_BUCKETS)) * 1e6
+    bound = choose_bound(Histogram(LATENCY_BUCKETS, tuple(round(float(c)) for c in cum)), 0.99)
+    return max(sc.true_ratios(100.0, bound).values()) >= r0 - 1e-9
+
+
+def _false_promotion_counts(sc: Scenario) -> bool:
+    return sc.truth == "boundary" or (sc.truth == "regression" and beyond_tolerance(sc))
 
 
 def _minutes(est: Estimate | None) -> str:
@@ -93,7 +112,8 @@ def rows(run: Run) -> list[dict[str, Any]]:
                 "policy": cell.policy, "runs": s.runs, "seed": s.seed,
                 "false_rollback_rate": s.rollback_rate.value if sc.truth != "regression"
                 else None,
-                "false_promotion_rate": s.promote_rate.value if sc.truth != "healthy" else None,
+                "false_promotion_rate": s.promote_rate.value if _false_promotion_counts(sc)
+                else None,
                 "detection_rate": s.rollback_rate.value if sc.truth == "regression" else None,
                 "rollback_rate": s.rollback_rate.value, "rollback_rate_se": s.rollback_rate.stderr,
                 "promote_rate": s.promote_rate.value, "promote_rate_se": s.promote_rate.stderr,
@@ -134,7 +154,7 @@ def markdown_table(table: list[dict[str, Any]], alpha: float, beta: float) -> st
         fr = _pct(s.rollback_rate) if r["truth"] != "regression" else ""
         if fr and ours and s.rollback_rate.value > alpha:
             fr = f"**{fr}** (> alpha)"
-        fp = _pct(s.promote_rate) if r["truth"] != "healthy" else ""
+        fp = _pct(s.promote_rate) if r["false_promotion_rate"] is not None else ""
         if fp and ours and s.promote_rate.value > beta:
             fp = f"**{fp}** (> beta)"
         det = _pct(s.rollback_rate) if r["truth"] == "regression" else ""
@@ -178,33 +198,42 @@ def goals(run: Run) -> list[str]:
                        + ("(<= alpha)" if ok else "**(LOSS: > alpha)**"))
     out.append(f"\n**False promotions <= beta ({b:g}) at r >= r0** (ours; every judge's rate is "
                "in the table):")
+    invisible = []
     for ci, cell in enumerate(run.cells):
         s = run.get(ci, "ours")
         if s is None or cell.scenario.truth == "healthy":
             continue
+        if not _false_promotion_counts(cell.scenario):
+            invisible.append(f"{cell.scenario.name} ({100 * s.promote_rate.value:.1f} % promoted)")
+            continue
         scope = cell.scenario.regression_above_weight is not None
         ok = s.promote_rate.value <= b
         verdict = "met" if ok else ("**MISSED** (outside beta's scope: the ratio is >= r0 only "
-                                    "above a weight; docs/statistics.md)" if scope
+                                    "above a weight; docs/statistics.md, 2.2)" if scope
                                     else "**MISSED**")
         out.append(f"- {cell.scenario.name}: {100 * s.promote_rate.value:.2f} % {verdict}")
+    if invisible:
+        out.append("- not at or beyond any check's tolerance (the p99 tail test cannot see a "
+                   "median shift; the distribution test can): " + "; ".join(invisible))
     out.append("\n**Healthy promotions >= 0.9 x the oracle's where it promotes >= 50 %, median "
-               "time to promote <= 1.3 x its**:")
+               "time to promote <= 1.3 x its** (a median only where we promote >= 50 % too):")
     for ci, cell in enumerate(run.cells):
         s, o = run.get(ci, "ours"), run.get(ci, "oracle")
-        if s is None or o is None or cell.scenario.truth != "healthy" or \
-                o.promote_rate.value < 0.5:
+        if s is None or o is None or cell.group != "healthy" or o.promote_rate.value < 0.5:
             continue
         rate = _ratio(s.promote_rate.value, o.promote_rate.value)
-        t = _ratio(s.median_time_to_promote.value, o.median_time_to_promote.value)
-        ok_rate, ok_t = rate >= 0.9, (not math.isnan(t) and t <= 1.3)
-        bursty = cell.scenario.burstiness > 0
-        note = (" (the oracle ignores bursts: its own false rollbacks here are "
-                f"{100 * o.rollback_rate.value:.1f} %)") if bursty else ""
+        ok_rate = rate >= 0.9
+        if s.promote_rate.value >= 0.5:
+            t = _ratio(s.median_time_to_promote.value, o.median_time_to_promote.value)
+            time_text = f"; time x{t:.2f} " + ("met" if t <= 1.3 else "**MISSED**")
+        else:
+            time_text = ""
+        noisy = cell.scenario.burstiness > 0 or cell.scenario.latency_noise > 0
+        note = (" (the oracle assumes Poisson counts: its own false rollbacks here are "
+                f"{100 * o.rollback_rate.value:.1f} %)") if noisy else ""
         out.append(f"- {cell.scenario.name}: {100 * s.promote_rate.value:.1f} % vs "
                    f"{100 * o.promote_rate.value:.1f} % (x{rate:.2f}) "
-                   + ("met" if ok_rate else "**MISSED**")
-                   + f"; time x{t:.2f} " + ("met" if ok_t else "**MISSED**") + note)
+                   + ("met" if ok_rate else "**MISSED**") + time_text + note)
     out.append("\n**Median time to roll back <= 1.5 x the oracle's at every effect size** (where "
                "both roll back >= 50 %):")
     for ci, cell in enumerate(run.cells):

@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    from benchmarks.decision_quality import machine, replace_section
+    from benchmarks.dq_report import machine, replace_section
 
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = ("| rollouts (started) | ticks/s (capacity) | ticks/s needed (N/30 s) | tick p50 ms "

@@ -70,7 +70,9 @@ MAX_BASELINE_INTERVALS = 40
 
 def baseline_windows(policy: Policy, start: datetime) -> list[tuple[datetime, datetime]]:
     """The windows of the stable's traffic a judge starts from: one per analysis interval over
-    `analysis.baselineWindow` before `start` (the last MAX_BASELINE_INTERVALS), oldest first."""
+    `analysis.baselineWindow` before `start` (the last MAX_BASELINE_INTERVALS), oldest first.
+    The last one ends at `start`, where the first analysed window begins (a metric source that
+    shares queries among rollouts in step sees them in step)."""
     a = policy.spec.analysis
     n = min(int(a.baselineWindow / a.interval), MAX_BASELINE_INTERVALS)
     return [(start - k * a.interval, start - (k - 1) * a.interval) for k in range(n, 0, -1)]

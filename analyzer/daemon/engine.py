@@ -114,12 +114,18 @@ def baseline_samples(source: MetricSource, policy: Policy,
     baseline window (`core.judge.baseline_windows`), oldest first, and the window's stable
     latency histogram. Intervals without stable data are left out; a source never invents
     zeros, so a stable VersionSample present in an answer is real data even when the canary
-    (not deployed yet) has no series."""
+    (not deployed yet) has no series. A failing source (no data for either version) stops the
+    reading at once: the judge then starts with what it has (docs/statistics.md, 3.1)."""
     from analyzer.core.judge import baseline_windows
 
     windows = baseline_windows(policy, now)
-    series = [s for t0, t1 in windows
-              if (s := source.fetch(t0, t1, canary_weight=0)).stable is not None]
+    series: list[Samples] = []
+    for t0, t1 in windows:
+        s = source.fetch(t0, t1, canary_weight=0)
+        if s.stable is None and s.canary is None and not s.ok:
+            break  # the source is failing (each fetch would wait its timeouts): stop here
+        if s.stable is not None:
+            series.append(s)
     window = policy.spec.analysis.baselineWindow
     hist: Histogram | None = None
     if not series or windows[0][0] > now - window:

@@ -362,3 +362,20 @@ def test_a_judge_state_from_statistics_v1_restarts_the_step_with_an_event():
     assert store.get(rec.id).phase is Phase.SUCCEEDED
     assert len([e for e in store.events(rec.id) if e.kind == "judge-restarted"]) == 1
     assert_log_consistent(store, rec.id)
+
+
+def test_a_failing_source_stops_the_baseline_reading_at_once():
+    """Reading the baseline interval by interval must not multiply a dead source's timeouts:
+    the first failed answer stops it (then one fetch of the whole window, as before)."""
+    from analyzer.core.types import Samples
+    from analyzer.daemon.engine import baseline_samples
+
+    calls = []
+
+    class Down:
+        def fetch(self, t0, t1, canary_weight=None):  # type: ignore[no-untyped-def]
+            calls.append((t0, t1))
+            return Samples(t0, t1, None, None, canary_weight, "query failed: connection refused")
+
+    hist, series = baseline_samples(Down(), make_policy(), T0)
+    assert hist is None and series == [] and len(calls) == 2
