@@ -102,7 +102,8 @@ class Judge:
         w0 = self.weights[0] if self.weights else 0
         self.first_share = w0 / 100 if 0 < w0 < 100 else DEFAULT_FIRST_SHARE
         self.alpha_of = self._split_alpha()
-        self.step_index = -1
+        self.step_index = -1  # analysis steps started so far - 1 (the regression e-processes)
+        self.plan_step: int | None = None  # the rollout plan's index of this step (pauses count)
         self.step_started: datetime | None = None
         self.step_weight: float | None = None
         self.error_runners: dict[str, RatioCheck] = {}
@@ -205,10 +206,13 @@ class Judge:
     def _ratio_runners(self) -> list[RatioCheck]:
         return [*self.error_runners.values(), *self.latency.runners.values()]
 
-    def start_step(self, now: datetime, canary_weight: float) -> None:
-        """A new step begins: reset step time and counts; start new regression e-processes."""
+    def start_step(self, now: datetime, canary_weight: float, step: int | None = None) -> None:
+        """A new step begins: reset step time and counts; start new regression e-processes.
+        `step`: the step's index in the rollout plan (pause steps counted), so the sentences say
+        "step 3" where the API and the dashboard do; default: the judge's own count."""
         first = self.step_index < 0
         self.step_index += 1
+        self.plan_step = step
         self.step_started = now
         self.step_weight = canary_weight
         self.step_canary_requests = 0
@@ -333,7 +337,8 @@ class Judge:
     def _where(self) -> str:
         if self.step_weight is None:
             return ""
-        return f" at {fmt_num(self.step_weight)}% (step {self.step_index + 1})"
+        number = self.plan_step if self.plan_step is not None else self.step_index
+        return f" at {fmt_num(self.step_weight)}% (step {number + 1})"
 
     def _hold_or_timeout(
         self, why: str, verdicts: list[Verdict], elapsed: float, power: dict[str, Any] | None
@@ -403,6 +408,7 @@ class Judge:
         return {
             "version": STATE_VERSION,
             "step_index": self.step_index,
+            "plan_step": self.plan_step,
             "step_started": self.step_started.isoformat() if self.step_started else None,
             "step_weight": self.step_weight,
             "step_canary_requests": self.step_canary_requests,
@@ -428,6 +434,7 @@ class Judge:
                 f"{STATE_VERSION} (statistics v2)")
         j = cls(policy)
         j.step_index = state["step_index"]
+        j.plan_step = state["plan_step"]
         j.step_started = datetime.fromisoformat(state["step_started"]) if state["step_started"] \
             else None
         j.step_weight = state["step_weight"]

@@ -310,7 +310,7 @@ class Engine:
                 loaded = self._load_judge(rt, rec.judge_state, now, state)
                 judge = loaded.judge
             if t.start_step:
-                judge.start_step(now, float(t.after.weight))
+                judge.start_step(now, float(t.after.weight), step=t.after.step)
             else:
                 judge.step_started = now
         judge_state = judge.to_state() if judge is not None else None
@@ -388,9 +388,12 @@ class Engine:
                 f"{policy.spec.router.provider}: {e}"
         rt.needs_reconcile = True
         state = judge.to_state() if judge is not None else rec.judge_state
-        judge = self._judge(policy, state, source=rt.source, now=now) if state else None
+        loaded = self._load_judge(rt, state, now, rec.state) if state else None
+        judge = loaded.judge if loaded is not None else None
         self.store.record_event(rollout_id, "policy", "changed policy applied from this step",
                                 now)
+        if loaded is not None and loaded.restarted:
+            self.store.record_event(rollout_id, "judge-restarted", loaded.restarted, now)
         return judge, policy
 
     # -- pieces --------------------------------------------------------------------------
@@ -441,7 +444,7 @@ class Engine:
         weights = analysed_weights(policy)
         step = weights.index(state.weight) + 1 if state.weight in weights else state.step + 1
         if rt.machine.needs_analysis(state):
-            judge.start_step(now, float(state.weight))
+            judge.start_step(now, float(state.weight), step=state.step)
         why = (f"judge upgraded to statistics v2: analysis restarted at step {step} "
                f"({state.weight}%); evidence from before is not carried over")
         return _LoadedJudge(judge, tuple(series), why)

@@ -104,7 +104,7 @@ def replay_rollout(policy: Policy, lines: list[ReplayLine], file: str, *,
         judge.use_latency_bounds(latency_bounds)
     judge.set_baseline(None, baseline)
     idx = 0
-    judge.start_step(lines[0].samples.t0, steps[0])
+    judge.start_step(lines[0].samples.t0, steps[0], step=positions[0])
     out = ReplayResult(file)
     for position, ln in enumerate(lines, start=1):
         tick = ln.tick if ln.tick is not None else position
@@ -142,6 +142,6 @@ def replay_rollout(policy: Policy, lines: list[ReplayLine], file: str, *,
             if (idx >= len(steps) - 1 and steps[-1] == 100) or idx >= len(steps):
                 out.outcome, out.reason = "promoted", d.reason
                 return out
-            judge.start_step(s.t1, steps[idx])
+            judge.start_step(s.t1, steps[idx], step=positions[idx])
     out.reason = out.reason or "the data ended before a decision"
     return out

@@ -102,7 +102,7 @@ def test_refused_rollback_reasons_do_not_nest(sqlite_store):
     retries = [t for t in ticks if t.action == "rollback-retry"]
     assert len(retries) == ROUTER_FAILURE_LIMIT - 1
     cause = retries[0].reason.split("the rollback is for: ", 1)[1]
-    assert cause.startswith("rollback at 20%") and "exceeds tolerance" in cause
+    assert cause.startswith("rollback at 20%") and "> 1 + tolerance 0.5 = 1.5" in cause
     for k, t in enumerate(retries, start=1):
         assert t.reason.count(MISSING) == 1, t.reason
         assert t.reason.count("the rollback is for:") == 1, t.reason

@@ -137,10 +137,6 @@ def test_resume_after_the_judge_paused_at_max_step_duration_restarts_its_clock(s
     assert all("(step 1)" in r.reason for r in after)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the judge numbers its own analysis steps and skips pause steps: needs "
-    "Judge.start_step(now, weight, step=<plan index>) in analyzer/core/judge.py (stats "
-    "branch, issue 17); see the issue 22 report"))
 def test_step_numbers_count_pause_steps_as_the_api_does(served) -> None:
     """steps [10, {pause: 5s}, 50, 100]: 50% is step 3 of 4 for the API and the dashboard."""
     store, engine, server, _ = served

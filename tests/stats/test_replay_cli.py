@@ -177,7 +177,7 @@ def test_misplaced_or_wrong_baseline_lines_are_clear_errors(tmp_path: Path) -> N
     with_canary.write_text(json.dumps(obj) + "\n" + lines[0] + "\n")
     res = runner.invoke(app, ["replay", POLICY, str(with_canary)])
     assert res.exit_code == 1 and f"{with_canary}:1" in res.stderr
-    assert "no canary or canary_weight" in res.stderr
+    assert "no canary, canary_weight or tick" in res.stderr
     only = tmp_path / "only.jsonl"
     only.write_text("\n".join(base) + "\n")
     res = runner.invoke(app, ["replay", POLICY, str(only)])
