@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from analyzer.daemon.controller import Controller  # noqa: E402
 from analyzer.daemon.engine import Engine  # noqa: E402
 from analyzer.daemon.store import Store  # noqa: E402
-from benchmarks.decision_quality import machine, replace_section  # noqa: E402
+from benchmarks.dq_report import machine, replace_section  # noqa: E402
 from tests.kube_controller.conftest import CRD_FILE, rollout_policy  # noqa: E402
 from tests.support.kube_cluster import KubeCluster  # noqa: E402
 from tests.support.kube_objects import ClusterObjects  # noqa: E402

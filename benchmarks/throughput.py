@@ -15,7 +15,8 @@ What is measured, honestly:
   offset i mod 30 s within each 30 s round (as rollouts started at different seconds would),
   and the ticks are driven back to back by 8 threads (APScheduler's thread pool runs jobs the
   same way), so the figures are the engine's capacity, not a 30 s wall-clock wait. The first
-  round (rollout start + baseline query) is reported separately from the steady rounds;
+  round (rollout start + the baseline, read interval by interval) is reported separately from
+  the steady rounds;
 - ticks/s = steady ticks / wall seconds; tick latency = Engine.tick wall time per call;
   PromQL queries per tick = HTTP queries sent / ticks (coalescing makes this fall with N);
   CPU seconds and peak RSS (ru_maxrss) of the engine process; Prometheus' own CPU is not
@@ -394,8 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         f"generic preset, dry-run router, our Judge, {THREADS} tick threads). The clock is "
         "simulated: each rollout ticks once per 30 s round (rollout i at second i mod 30), "
         "ticks run back to back, so ticks/s is capacity and must exceed N/30. Every N starts "
-        "with one start round over all N rollouts (judge creation and the 10 min baseline "
-        "query; its wall time is the 'start round' column), then steady analysis rounds; "
+        "with one start round over all N rollouts (judge creation and the 10 min baseline, "
+        "read one 30 s interval at a time: 20 windows x 3 metrics, shared by the rollouts "
+        "starting in the same second; its wall time is the 'start round' column), then steady "
+        "analysis rounds; "
         "steady ticks measured per N: "
         f"{', '.join(str(r['steady_ticks']) for r in rows)} (when fewer than N x rounds, the "
         "earliest started rollouts of each round in time order, to keep `make bench` within "
