@@ -31,13 +31,12 @@ from analyzer.core.latency_check import (
     LatencyChecks,
     distribution_key,
     latency_key,
-    quantile_text,
 )
 from analyzer.core.ratio_check import RatioCheck
 from analyzer.core.stats.classic import ClassicCollector
-from analyzer.core.stats.latency import add_histograms, interpolate_quantile
+from analyzer.core.stats.latency import add_histograms
 from analyzer.core.stats.srm import SampleRatioTest
-from analyzer.core.stats.thresholds import ThresholdOutcome, ThresholdResult, ThresholdTracker
+from analyzer.core.threshold_check import ThresholdChecks
 from analyzer.core.types import (
     Action,
     Decision,
@@ -107,9 +106,9 @@ class Judge:
         self.step_started: datetime | None = None
         self.step_weight: float | None = None
         self.error_runners: dict[str, RatioCheck] = {}
-        self.thresholds: dict[str, ThresholdTracker] = {}
         self.classic: dict[str, ClassicCollector] = {}
         latency: dict[str, LatencyCheck] = {}
+        thresholds: dict[str, ThresholdCheck] = {}
         for c in spec.checks:
             name = check_name(c)
             if isinstance(c, ErrorRateCheck):
@@ -118,11 +117,11 @@ class Judge:
             elif isinstance(c, LatencyCheck):
                 latency[name] = c
             elif isinstance(c, ThresholdCheck):
-                self.thresholds[name] = ThresholdTracker(c.max, c.failureLimit,
-                                                         c.whenStableBreaches)
+                thresholds[name] = c
             elif isinstance(c, ClassicCheck):
                 self.classic[name] = ClassicCollector(c)
         self.latency = LatencyChecks(latency, self.alpha_of, self._latency_runner)
+        self.thresholds = ThresholdChecks(thresholds)
         self.srm = SampleRatioTest(self.alpha)
         self.srm_enabled = spec.decision.checkSampleRatio
         self.baseline_set = False
@@ -279,7 +278,7 @@ class Judge:
                 verdicts.append(replace(v, reason=f"{v.reason} ({not_counted})"))
         verdicts.extend(self.latency.evaluate(samples, seconds, skip=skip_latency,
                                               not_counted=not_counted))
-        verdicts.extend(self._thresholds(samples))
+        verdicts.extend(self.thresholds.evaluate(samples))
         verdicts.extend(col.update(samples, name) for name, col in self.classic.items())
 
         srm_verdict = None
@@ -383,25 +382,6 @@ class Judge:
                 best["promote_seconds"], best["promote_check"] = promote
         return best
 
-    def _thresholds(self, samples: Samples) -> list[Verdict]:
-        assert samples.canary is not None and samples.stable is not None
-        out = []
-        for c in self.policy.spec.checks:
-            if not isinstance(c, ThresholdCheck):
-                continue
-            name = check_name(c)
-            values: list[float | None] = []
-            for v in (samples.canary, samples.stable):
-                if c.metric == "error-rate":
-                    values.append(100 * v.errors / v.requests if v.requests else None)
-                else:
-                    assert c.quantile is not None
-                    values.append(interpolate_quantile(v.latency, c.quantile)
-                                  if v.latency else None)
-            res = self.thresholds[name].update(values[0], values[1])
-            out.append(_threshold_verdict(name, c, res))
-        return out
-
     # ------------------------------------------------------------------ persistence
 
     def to_state(self) -> dict[str, Any]:
@@ -419,7 +399,7 @@ class Judge:
             if self.last_consumed_t1 else None,
             "error_runners": {k: r.to_state() for k, r in self.error_runners.items()},
             **self.latency.to_state(),
-            "thresholds": {k: t.to_state() for k, t in self.thresholds.items()},
+            "thresholds": self.thresholds.to_state(),
             "classic": {k: c.to_state() for k, c in self.classic.items()},
             "srm": self.srm.to_state(),
         }
@@ -448,43 +428,12 @@ class Judge:
             if k in j.error_runners:
                 j.error_runners[k].load_state(s)
         j.latency.load_state(state)
-        for k, s in state["thresholds"].items():
-            if k in j.thresholds:
-                j.thresholds[k].load_state(s)
+        j.thresholds.load_state(state["thresholds"])
         for k, s in state["classic"].items():
             if k in j.classic:
                 j.classic[k].load_state(s)
         j.srm = SampleRatioTest.from_state(state["srm"])
         return j
-
-
-def _threshold_verdict(name: str, c: ThresholdCheck, res: ThresholdResult) -> Verdict:
-    if c.metric == "error-rate":
-        unit, what = "%", "canary error rate"
-    else:
-        unit, what = "s", f"canary p{quantile_text(c.quantile or 0)} latency (estimate)"
-    value, limit = res.value, f"max {fmt_num(c.max)}{unit}"
-    stable = "n/a" if res.stable_value is None else f"{fmt_num(res.stable_value)}{unit}"
-    failures = f"{res.consecutive_failures}/{c.failureLimit} failures"
-    if res.outcome is ThresholdOutcome.NO_DATA or value is None:
-        outcome, reason = Outcome.NO_DATA, f"{what}: no canary data this tick"
-    elif res.failed:
-        outcome = Outcome.REGRESSION
-        reason = (f"{what} {fmt_num(value)}{unit} > {limit} for {res.consecutive_failures} "
-                  f"consecutive ticks (failureLimit {c.failureLimit}; stable {stable})")
-    elif res.outcome is ThresholdOutcome.PASS:
-        outcome, reason = Outcome.OK, f"{what} {fmt_num(value)}{unit} <= {limit}"
-    elif res.outcome is ThresholdOutcome.SHARED_BREACH:
-        outcome = Outcome.INCONCLUSIVE
-        reason = (f"{what} {fmt_num(value)}{unit} > {limit}, but stable breaches the SLO too "
-                  f"({stable}): not the canary's fault, holding ({failures})")
-    else:
-        outcome = Outcome.INCONCLUSIVE
-        reason = f"{what} {fmt_num(value)}{unit} > {limit} ({failures}; stable {stable})"
-    return Verdict(name, outcome, reason, estimate=value, threshold=c.max,
-                   evidence=float(res.consecutive_failures), evidence_kind="failures",
-                   details={"stable_value": res.stable_value, "outcome": str(res.outcome),
-                            "when_stable_breaches": c.whenStableBreaches})
 
 
 def _srm_verdict(srm: Any) -> Verdict:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from analyzer.core.stats.counts import CountTest, CountTestResult, rate_below
+from analyzer.core.stats.counts import CountTest, CountTestResult
 from analyzer.core.stats.power import time_to_detect, time_to_promote
+from analyzer.core.stats.rates import rate_below
 from analyzer.core.types import ConfidenceInterval, Outcome, Verdict
 from analyzer.util.fmt import fmt_num, fmt_pct
 

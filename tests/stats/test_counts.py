@@ -10,8 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from analyzer.core.stats.counts import CountTest, rate_below
+from analyzer.core.stats.counts import CountTest
 from analyzer.core.stats.power import wald_events_needed
+from analyzer.core.stats.rates import rate_below
 from tests.stats._sim import simulate
 
 ALPHA = 0.05  # a large alpha makes the level bound sharp at small simulation sizes

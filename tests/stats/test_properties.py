@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyzer.core.stats.counts import CountTest, rate_below
+from analyzer.core.stats.counts import CountTest
 from analyzer.core.stats.distribution import DistributionTest
+from analyzer.core.stats.rates import rate_below
 from analyzer.core.types import Histogram
 
 interval = st.tuples(
