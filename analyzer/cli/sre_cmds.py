@@ -129,6 +129,7 @@ def simulate(
     """How often a policy rolls back a healthy canary, how fast it catches a regression, and
     how long it takes to promote: N simulated rollouts per scenario, with Monte Carlo errors."""
     from analyzer.offline import tuning
+    from analyzer.offline.verdict import simulation_verdict
 
     policy = load_policy_or_exit(policy_file)
     d_rps, d_err = tuning.default_traffic(policy)
@@ -177,9 +178,28 @@ def simulate(
         typer.echo(json.dumps({
             "policy": policy.name, "runs": runs, "seed": seed, "rps": rps,
             "base_error_rate": base_error_rate, "notes": [note] if note else [],
-            "scenarios": [tuning.summary_json(s) for s in summaries]}))
+            "scenarios": [tuning.summary_json(s) for s in summaries],
+            "verdicts": [simulation_verdict(_sim_policy, s).to_json() for s in summaries]}))
         return
     _summary_table(policy, summaries, rps, base_error_rate, runs, note)
+    _verdicts(_sim_policy, summaries)
+
+
+def _verdicts(policy: Policy, summaries: list[SimulationSummary]) -> None:
+    """Each scenario's verdict in words, and what would help when the policy does not decide."""
+    from analyzer.offline.verdict import SAFETY, simulation_verdict
+
+    console = stdout_console()
+    for s in summaries:
+        v = simulation_verdict(policy, s)
+        console.print(f"verdict: {v.headline}", markup=False, soft_wrap=True)
+        for n in v.notes:
+            console.print(f"  note: {n}", markup=False, soft_wrap=True)
+        if v.suggestions:
+            console.print(f"  what would help (each alone; aims at {SAFETY:g}x Wald's bound "
+                          "within maxStepDuration):", markup=False, soft_wrap=True)
+        for g in v.suggestions:
+            console.print(f"  - {g.text}", markup=False, soft_wrap=True)
 
 
 def _summary_table(policy: Policy, summaries: list[SimulationSummary], rps: float,

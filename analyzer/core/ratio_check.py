@@ -16,7 +16,7 @@ from analyzer.core.stats.counts import CountTest, CountTestResult
 from analyzer.core.stats.power import time_to_detect, time_to_promote
 from analyzer.core.stats.rates import rate_below
 from analyzer.core.types import ConfidenceInterval, Outcome, Verdict
-from analyzer.util.fmt import fmt_num, fmt_pct
+from analyzer.util.fmt import fmt_num, fmt_pct, fmt_tolerance
 
 
 def _ci(res: CountTestResult) -> ConfidenceInterval | None:
@@ -102,7 +102,7 @@ class RatioCheck:
                 f"{int(n_c)} canary vs {int(y)} in {int(n_s)} stable)")
 
     def _tolerance_text(self) -> str:
-        return f"1 + tolerance {fmt_num(self.tolerance)} = {fmt_num(1 + self.tolerance)}"
+        return fmt_tolerance(self.tolerance)
 
     def verdict(self, res: CountTestResult) -> Verdict:
         thr_reg, thr_ok = 1 / self.alpha, 1 / self.beta

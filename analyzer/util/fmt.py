@@ -35,3 +35,9 @@ def fmt_seconds(s: float) -> str:
     if s < 7200:
         return f"{s / 60:.0f}m"
     return f"{s / 3600:.1f}h"
+
+
+def fmt_tolerance(tolerance: float) -> str:
+    """A check's tolerance as the policy writes it, with the ratio it allows:
+    "1 + tolerance 0.25 = 1.25" (a user searching the policy finds the 0.25)."""
+    return f"1 + tolerance {fmt_num(tolerance)} = {fmt_num(1 + tolerance)}"

@@ -59,16 +59,18 @@ def time_to_detect(
     r0: float,
     alpha: float,
     events_so_far: float = 0.0,
-    ratio: float = 2.0,
+    ratio: float | None = None,
     beta: float = 0.05,
 ) -> PowerEstimate | None:
     """At the current traffic (requests per second of each version and the stable event rate),
-    the lower bound on the time and canary requests until a `ratio`x regression is detected.
-    None when the traffic gives no information (one version without traffic, no events)."""
+    the lower bound on the time and canary requests until a `ratio`x regression is detected
+    (default: 2x, or 1.5 r0 when the tolerance allows 2x). None when the traffic gives no
+    information (one version without traffic, no events) or `ratio` is within r0."""
     total = canary_rps + stable_rps
     if canary_rps <= 0 or stable_rps <= 0 or base_rate <= 0:
         return None
-    ratio = max(ratio, 1.5 * r0)  # a 2x regression is no regression under a tolerance >= 1
+    if ratio is None:
+        ratio = max(2.0, 1.5 * r0)  # a 2x regression is no regression under a tolerance >= 1
     rho = canary_rps / total
     needed = wald_events_needed(rho, ratio, r0, alpha, beta)
     if not math.isfinite(needed):
