@@ -39,6 +39,20 @@ class JsonLines(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to whatever `sys.stderr` is at that moment: a handler that kept the
+    stream of its creation would write to a stream a redirect (or a test's CLI runner) has
+    since closed, and every later log line would become a "Logging error" traceback."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass  # StreamHandler.__init__ and setStream assign it; the current stderr wins
+
+
 def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
     """Set up the root logger for the daemon. Raises ValueError naming the bad value."""
     name = level.upper()
@@ -46,7 +60,7 @@ def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = No
         raise ValueError(f"--log-level {level!r}: expected one of {', '.join(LEVELS)}")
     if fmt not in FORMATS:
         raise ValueError(f"--log-format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else CurrentStderr()
     handler.setFormatter(JsonLines() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -57,4 +71,4 @@ def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = No
         logging.getLogger(quiet).setLevel(logging.DEBUG if name == "DEBUG" else logging.WARNING)
 
 
-__all__ = ["FORMATS", "LEVELS", "JsonLines", "configure"]
+__all__ = ["FORMATS", "LEVELS", "CurrentStderr", "JsonLines", "configure"]

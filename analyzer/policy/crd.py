@@ -22,9 +22,11 @@ What only the controller checks (it validates every object with the model and re
 `Ready=False, reason InvalidSpec` with `canary validate`'s words): `strategy.steps` (weights
 0..100 increasing, pause shape, steps vs stepWeight), `router.stickySessions`, duration
 bounds (a duration is a string to OpenAPI: `interval` 1s..1h, `maxStepDuration >=
-minStepDuration`, ...), unique check names (defaults depend on the check type), a preset's fit
-to the checks, router and version labels (`metrics_fit_problems`), the Gateway API and Envoy
-Gateway rules, and non-finite numbers (JSON has none: kubectl refuses `.inf` before sending).
+minStepDuration`, `window <= interval`, ...), `severeRatio` above every check's
+1 + tolerance (a tolerance left out takes the model's default), unique check names (defaults
+depend on the check type), a preset's fit to the checks, router and version labels
+(`metrics_fit_problems`), the Gateway API and Envoy Gateway rules, and non-finite numbers
+(JSON has none: kubectl refuses `.inf` before sending).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ RULES: dict[str, list[Rule]] = {
          "a mirror strategy needs mirrorPercent (e.g. 100)"),
         ("!has(self.mirrorPercent) || self.type in ['mirror', 'blue-green']",
          "mirrorPercent applies to types mirror and blue-green"),
+        ("!has(self.ramp) || self.ramp == 'strict' || self.type == 'canary'",
+         "ramp risk-budgeted applies to type canary (weight steps)"),
     ],
     "Match": [("has(self.header) != has(self.cookie)", "give exactly one of header or cookie")],
     "Spec": [
@@ -122,6 +126,10 @@ RULES: dict[str, list[Rule]] = {
         ("!has(self.checks) || self.checks.all(c, c.type != 'threshold' || "
          "c.metric != 'latency' || has(c.quantile))",
          "a latency threshold check needs quantile (e.g. 0.99)"),
+        ("!has(self.checks) || self.checks.all(c, c.type != 'classic' || "
+         "!has(c.advisory) || c.advisory)",
+         "classic tests cannot gate: remove advisory: false (they test 'no difference' at one "
+         "look; the error-rate and latency checks gate)"),
     ],
 }
 

@@ -79,3 +79,33 @@ def test_bad_log_level_is_a_usage_error(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "--log-level 'LOUD': expected one of DEBUG, INFO, WARNING, ERROR" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_log_lines_go_to_the_current_stderr_after_a_redirect_closed() -> None:
+    """configure() inside a redirected stderr (a CLI runner, `2>` in a wrapper) must not bind
+    the log to that stream: after it is closed, log lines go where stderr now points, instead
+    of a "--- Logging error ---" traceback on every line (seen in the full suite: a
+    `canary run` test left the handler on a closed runner stream for every later test)."""
+    import io
+    import logging
+    import sys
+
+    from analyzer.daemon import logs
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, sys.stderr)
+    try:
+        sys.stderr = first = io.StringIO()
+        logs.configure("INFO")
+        first.close()
+        sys.stderr = second = io.StringIO()
+        logging.getLogger("analyzer.test").warning("after the redirect")
+        assert "after the redirect" in second.getvalue()
+        assert "Logging error" not in second.getvalue()
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+        sys.stderr = saved[2]

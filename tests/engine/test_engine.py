@@ -67,13 +67,15 @@ def test_regression_only_above_a_weight_is_caught_at_that_step():
     assert run.phase is Phase.ROLLED_BACK
     rollback = run.ticks[-1]
     assert rollback.weight_before == 50  # 10% looked healthy, 50% did not
-    # The first window at 50% decides (about 200 canary vs 50 stable errors: some 20 nats for
-    # the regression e-process started at this step, against a threshold of 3.7 + 3 for its
-    # prior weight): the evidence that 10% was healthy cannot carry a promotion at 50%, and no
+    # The first windows at 50% decide (about 200 canary vs 50 stable errors per window: some
+    # 20 nats for the regression e-process started at this step, against a threshold of
+    # 3.7 + 3 for its prior weight; at some draws the first window falls short and the second
+    # decides): the evidence that 10% was healthy cannot carry a promotion at 50%, and no
     # per-interval cap or burst estimate delays it (statistics v2, docs/statistics.md). Under
     # statistics v1 this promoted at 3 of 8 clock shifts.
-    at_50 = [t for t in run.ticks if t.weight_before == 50 and t.decision]
-    assert [t.decision for t in at_50] == ["rollback"]
+    at_50 = [t.decision for t in run.ticks if t.weight_before == 50 and t.decision]
+    assert at_50[-1] == "rollback" and "promote" not in at_50
+    assert len(at_50) <= 3, at_50
 
 
 def test_pause_step_waits_for_resume():

@@ -28,6 +28,8 @@ CONTROLLER_ONLY = {
     "envoy-gateway-per-rule",  # metrics_fit_problems and the Envoy Gateway rules
     "nginx-ingress-version-label",
     "seldon-v2-latency",
+    "window-overlaps-interval",  # duration comparison: durations are strings to OpenAPI
+    "severe-ratio-within-tolerance",  # against each check's tolerance or its model default
 }
 
 
