@@ -18,6 +18,7 @@ from typing import Any
 from analyzer.core.stats.latency import interpolate_quantile
 from analyzer.core.types import Histogram
 from analyzer.daemon.store import TickRow
+from analyzer.util.fmt import fmt_tolerance
 from analyzer.util.times import iso
 
 #: the decisions a chart marks (a manual command's action counts as its decision)
@@ -70,7 +71,7 @@ class CheckSeries:
         """The tolerance line's label as the policy writes it: "1 + tolerance 1 = 2"."""
         if self.tolerance_ratio is None:
             return None
-        return f"1 + tolerance {self.tolerance_ratio - 1:.6g} = {self.tolerance_ratio:.6g}"
+        return fmt_tolerance(self.tolerance_ratio - 1)
 
     @property
     def evidence_label(self) -> str:

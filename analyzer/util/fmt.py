@@ -40,4 +40,4 @@ def fmt_seconds(s: float) -> str:
 def fmt_tolerance(tolerance: float) -> str:
     """A check's tolerance as the policy writes it, with the ratio it allows:
     "1 + tolerance 0.25 = 1.25" (a user searching the policy finds the 0.25)."""
-    return f"1 + tolerance {fmt_num(tolerance)} = {fmt_num(1 + tolerance)}"
+    return f"1 + tolerance {tolerance:.6g} = {1 + tolerance:.6g}"  # as written: 0.125, not 0.12

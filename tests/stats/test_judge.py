@@ -227,7 +227,7 @@ def test_promotion_at_beta_per_check_and_the_policys_tolerance_as_written() -> N
     """Promotion needs every check at 1/beta (no alpha split: intersection-union); the
     sentence prints the policy's tolerance as written and the threshold field is the number
     the sentence compares with."""
-    pol = policy("[{type: error-rate, tolerance: 1.0, negligibleRate: 0}, "
+    pol = policy("[{type: error-rate, tolerance: 1.125, negligibleRate: 0}, "
                  "{type: error-rate, name: errors-too, tolerance: 0.5, negligibleRate: 0}]",
                  decision="{alpha: 0.01, beta: 0.1}", analysis="{minStepDuration: 30s}")
     j = Judge(pol)
@@ -235,7 +235,7 @@ def test_promotion_at_beta_per_check_and_the_policys_tolerance_as_written() -> N
     j.start_step(T0, 10)
     _, d = run(j, 40, lambda i: samples(i, 3000, 30, 27000, 270))
     assert d.action == Action.PROMOTE, d.reason
-    assert "within 1 + tolerance 1 = 2 (non-inferior)" in d.reason
+    assert "within 1 + tolerance 1.125 = 2.125 (non-inferior)" in d.reason  # every digit
     assert "within 1 + tolerance 0.5 = 1.5 (non-inferior)" in d.reason
     for v in d.verdicts[:2]:
         assert v.outcome == Outcome.OK and v.threshold == 10  # 1 / beta, not 2 / alpha_j
