@@ -47,8 +47,12 @@ def test_info_log_has_one_line_per_change_and_no_scheduler_chatter(tmp_path: Pat
     # the wall clock seeds the simulated traffic: a rare draw rolls the healthy canary back,
     # which changes nothing below
     assert str(rec.phase) in ("succeeded", "rolled_back") and len(ticks) >= 3
-    assert not [ln for ln in lines if "apscheduler" in ln], lines[:5]
+    # APScheduler is held at WARNING: none of its per-job INFO lines. Its warnings stay (on a
+    # loaded machine a 1 s tick can overrun: "skipped: maximum number of running instances").
+    scheduler = [ln for ln in lines if " apscheduler." in ln]
+    assert all(" WARNING " in ln or " ERROR " in ln for ln in scheduler), scheduler[:5]
     assert not [ln for ln in lines if "Running job" in ln or "executed successfully" in ln]
+    lines = [ln for ln in lines if ln not in scheduler]
     engine = [ln for ln in lines if " analyzer.daemon.engine: " in ln]
     changes = [t for t in ticks if (t.phase_before, t.step_before, t.weight_before) !=
                (t.phase_after, t.step_after, t.weight_after)]

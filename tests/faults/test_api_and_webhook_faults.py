@@ -139,7 +139,7 @@ def test_webhook_receivers_hanging(tmp_path: Path, kube: Kube, ledger: FaultLedg
             assert gate.block is not None
             gate.block.set()  # the gate answers again (200)
             # The notification receiver keeps hanging: decisions go on regardless.
-            wait_for(lambda: not store.get(rec.id).active, 90, "the rollout to finish")
+            wait_for(lambda: not store.get(rec.id).active, 180, "the rollout to finish")
             assert hook.entered.is_set()
         finally:
             # Graceful stop with notifications still hanging: bounded by the notifier's 5 s.
