@@ -1,15 +1,16 @@
-"""Engine throughput: N concurrent rollouts ticking every 30 s against a real Prometheus.
+"""Engine throughput: N concurrent rollouts ticking every 30 s against a real Prometheus, and
+three replicas sharing 15,000 rollouts on one PostgreSQL.
 
-Owns the throughput table (benchmarks/results/throughput.{md,csv} and its section of
-benchmarks/RESULTS.md).
+Owns the throughput tables (benchmarks/results/throughput.{md,csv}, throughput_parts.csv,
+throughput_scale_out.csv and their section of benchmarks/RESULTS.md).
 
 What is measured, honestly:
 - one real Prometheus (the Debian binary, analyzer.demo.local_prometheus) holding backfilled
-  series (promtool tsdb create-blocks-from openmetrics) for 5000 services, each with a stable
+  series (promtool tsdb create-blocks-from openmetrics) for 10,000 services, each with a stable
   and a canary version: `http_requests_total{namespace, service, version, code}` (2xx and 5xx)
-  and `http_request_duration_seconds_bucket` (6 buckets), a sample every 30 s for 25 minutes;
-- for each N in (100, 1000, 5000), a fresh engine process (analyzer.daemon.engine.Engine with a
-  SQLite store file, the generic Prometheus preset, the dry-run router, our Judge, the
+  and `http_request_duration_seconds_bucket` (6 buckets), a sample every 30 s for 15 minutes;
+- for each N in (100, 1000, 10000), a fresh engine process (analyzer.daemon.engine.Engine with
+  a SQLite store file, the generic Prometheus preset, the dry-run router, our Judge, the
   shared query coalescer) with N rollouts of the same policy shape, one per service;
 - the clock is SIMULATED: every rollout ticks every 30 s of simulated time, rollout i at
   offset i mod 30 s within each 30 s round (as rollouts started at different seconds would),
@@ -18,18 +19,21 @@ What is measured, honestly:
   round (rollout start + the baseline, read interval by interval) is reported separately from
   the steady rounds;
 - ticks/s = steady ticks / wall seconds; tick latency = Engine.tick wall time per call;
-  PromQL queries per tick = HTTP queries sent / ticks (coalescing makes this fall with N);
-  CPU seconds and peak RSS (ru_maxrss) of the engine process; Prometheus' own CPU is not
-  counted (it is another process, reported separately from /proc).
+  PromQL queries per tick = HTTP queries sent / ticks; CPU seconds and peak RSS (VmHWM) of
+  the engine process; Prometheus' own CPU is not counted (another process, reported
+  separately from /proc);
+- where a steady tick's CPU goes (benchmarks/tick_profile.py): each part's thread CPU time
+  during the measured rounds, and one more round under cProfile for the top functions;
+- scale-out (benchmarks/scale_out.py): three `canary run` replicas on a throwaway PostgreSQL
+  cluster, in real time.
 
-Run: `.venv/bin/python benchmarks/throughput.py [--sizes 100 1000 5000] [--rounds 3 2 2]
-[--steady-ticks 100 500 500]`.
+Run: `.venv/bin/python benchmarks/throughput.py [--sizes 100 1000 10000] [--rounds 3 3 3]
+[--steady-ticks 100 1000 10000] [--scale-out 15000 | --no-scale-out] [--data DIR]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -51,19 +55,25 @@ if str(ROOT) not in sys.path:
 
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
-SERVICES = 5000
+SERVICES = 10_000
 STEP = 30  # seconds between samples
 SPAN = 15 * 60  # seconds of data
 LE = (0.05, 0.1, 0.25, 0.5, 1.0, math.inf)
 INTERVAL = 30
 THREADS = 8
-# Hour-aligned, 8 h in the past: backfilled blocks must not overlap the head block.
-BASE = (int(time.time()) - 8 * 3600) // 3600 * 3600
-START = BASE + 11 * 60  # first tick: leaves a 10 min baseline window with data
+PROFILE_TICKS = 2000  # the cProfile round of the largest N
+
+
+def new_base() -> int:
+    """Hour-aligned, 8 h in the past: backfilled blocks must not overlap the head block."""
+    return (int(time.time()) - 8 * 3600) // 3600 * 3600
+
+
+def start_of(base: int) -> int:
+    return base + 11 * 60  # first tick: leaves a 10 min baseline window with data
 
 
 def policy_yaml(address: str, k: int) -> str:
@@ -87,13 +97,14 @@ spec:
 # --------------------------------------------------------------------------- data
 
 
-def write_openmetrics(path: Path, services: int) -> int:
-    """Series for `services` services, streamed to `path`; returns the number of samples."""
+def write_openmetrics(path: Path, services: int, base: int) -> int:
+    """Series for `services` services from `base`, streamed to `path`; returns the number of
+    samples."""
     import numpy as np
 
     rng = np.random.default_rng(7)
     steps = SPAN // STEP + 1
-    ts = [BASE + i * STEP for i in range(steps)]
+    ts = [base + i * STEP for i in range(steps)]
     probs = np.array([0.5, 0.3, 0.15, 0.04, 0.008, 0.002])  # per bucket, non-cumulative
     n = 0
     with path.open("w") as f:
@@ -142,6 +153,15 @@ def promtool_backfill(om: Path, data_dir: Path) -> None:
         raise SystemExit(f"promtool failed: {(proc.stderr or proc.stdout)[-2000:]}")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that across
+    exec, so a worker would report the driver's peak from before it started."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
 def proc_cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -154,16 +174,19 @@ def proc_cpu_seconds(pid: int) -> float:
 # --------------------------------------------------------------------------- the engine side
 
 
-def worker(n: int, rounds: int, address: str, db: Path, cap: int,
-           start_budget: float) -> dict[str, Any]:
+def worker(n: int, rounds: int, address: str, db: Path, cap: int, start_budget: float,
+           base: int, profile_ticks: int) -> dict[str, Any]:
     """Runs inside the engine process: N rollouts, `rounds` rounds of ticks; steady rounds
     tick the first `cap` started rollouts in time order (all of them when cap >= N). The start
-    round stops starting rollouts after `start_budget` seconds of wall time."""
+    round stops starting rollouts after `start_budget` seconds of wall time. Then, with
+    `profile_ticks`, one more round of that many ticks under cProfile."""
     from analyzer.daemon.engine import Engine
     from analyzer.daemon.store import Store
     from analyzer.policy import Policy, parse_policy
     from analyzer.sources.prometheus.source import SHARED_COALESCER, PrometheusMetricSource
+    from benchmarks.tick_profile import PartClock, profile_round
 
+    clock = PartClock().install()
     t_setup = time.perf_counter()
     store = Store(f"sqlite:///{db}")
     store.migrate()
@@ -175,7 +198,7 @@ def worker(n: int, rounds: int, address: str, db: Path, cap: int,
         return s
 
     engine = Engine(store, source_factory=source_factory)
-    start = datetime.fromtimestamp(START, UTC)
+    start = datetime.fromtimestamp(start_of(base), UTC)
     # parse the YAML once (the loader is slow); each service's policy differs in names only
     template = parse_policy(policy_yaml(address, 0)).model_dump(mode="json", exclude_none=True)
     ids = []
@@ -190,33 +213,34 @@ def worker(n: int, rounds: int, address: str, db: Path, cap: int,
         clients = {id(s._client): s._client for s in sources}
         return sum(c.sent for c in clients.values())
 
+    def at(r: int, i: int) -> datetime:
+        return start + timedelta(seconds=r * INTERVAL + (i % INTERVAL))
+
     started: set[int] = set()
     per_round: list[dict[str, Any]] = []
     latencies: list[list[float]] = []
     lock = threading.Lock()
+    # ticks in time order within a round, as the scheduler would fire them
+    in_time_order = sorted(range(n), key=lambda i: i % INTERVAL)
     for r in range(rounds):
         lat: list[float] = []
         q0, c0 = sent(), SHARED_COALESCER.queries
         cpu0 = time.process_time()
-
+        clock.reset()
         began = [time.perf_counter()]
 
         def one(i: int, r: int = r, lat: list[float] = lat, began: list[float] = began) -> None:
             if r == 0 and time.perf_counter() - began[0] > start_budget:
                 return  # out of time: this rollout is never started
-            now = start + timedelta(seconds=r * INTERVAL + (i % INTERVAL))
             t = time.perf_counter()
-            engine.tick(ids[i], now)
+            engine.tick(ids[i], at(r, i))
             d = time.perf_counter() - t
             with lock:
                 lat.append(d)
                 if r == 0:
                     started.add(i)
 
-        # ticks in time order within the round, as the scheduler would fire them
-        order = sorted(range(n), key=lambda i: i % INTERVAL)
-        if r > 0:
-            order = [i for i in order if i in started][:cap]
+        order = in_time_order if r == 0 else [i for i in in_time_order if i in started][:cap]
         w0 = began[0] = time.perf_counter()
         with ThreadPoolExecutor(max_workers=THREADS) as pool:
             list(pool.map(one, order))
@@ -224,9 +248,16 @@ def worker(n: int, rounds: int, address: str, db: Path, cap: int,
         per_round.append({
             "round": r, "ticks": len(lat), "wall_s": wall, "cpu_s": time.process_time() - cpu0,
             "http_queries": sent() - q0, "coalesced_queries": SHARED_COALESCER.queries - c0,
+            "parts_ms": clock.per_tick_ms(),
         })
         latencies.append(lat)
     ru = resource.getrusage(resource.RUSAGE_SELF)
+    clock.uninstall()
+    profile = None
+    if profile_ticks:
+        r = rounds
+        subset = [i for i in in_time_order if i in started][:profile_ticks]
+        profile = profile_round(lambda i=i: engine.tick(ids[i], at(r, i)) for i in subset)
     phases: dict[str, int] = {}
     for i in ids:
         p = str(store.get(i).phase)
@@ -234,7 +265,8 @@ def worker(n: int, rounds: int, address: str, db: Path, cap: int,
     return {
         "n": n, "rounds": rounds, "setup_s": setup_s, "per_round": per_round,
         "latencies": latencies, "cpu_s": ru.ru_utime + ru.ru_stime,
-        "peak_rss_mb": ru.ru_maxrss / 1024, "phases": phases, "started": len(started),
+        "peak_rss_mb": peak_rss_mb(), "phases": phases, "started": len(started),
+        "profile": profile,
     }
 
 
@@ -253,6 +285,10 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     ticks = sum(r["ticks"] for r in steady)
     wall = sum(r["wall_s"] for r in steady)
     first = res["per_round"][0]
+    parts: dict[str, float] = {}
+    for r in steady:  # weighted by ticks
+        for part, ms in r["parts_ms"].items():
+            parts[part] = parts.get(part, 0.0) + ms * r["ticks"] / max(ticks, 1)
     return {
         "rollouts": res["n"],
         "started": res["started"],
@@ -273,28 +309,61 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "prometheus_cpu_s": res.get("prometheus_cpu_s", math.nan),
         "setup_s": res["setup_s"],
         "phases": ";".join(f"{k}={v}" for k, v in sorted(res["phases"].items())),
+        "_parts": parts,
+        "_profile": res.get("profile"),
     }
+
+
+def prepare_data(console: Console, services: int, keep: Path | None,
+                 tmp: Path) -> tuple[Path, int, int]:
+    """The backfilled Prometheus data directory, its base time and sample count: made in
+    `tmp`, or kept in (and reused from) `keep`."""
+    where = keep or tmp
+    meta = where / "meta.json"
+    if keep is not None and meta.exists():
+        m = json.loads(meta.read_text())
+        if m.get("services", 0) >= services:
+            console.print(f"reusing the backfilled data in {keep} ({m['samples']} samples)")
+            return where / "prom", int(m["base"]), int(m["samples"])
+    where.mkdir(parents=True, exist_ok=True)
+    base = new_base()
+    t = time.perf_counter()
+    om = where / "data.om"
+    samples = write_openmetrics(om, services, base)
+    gen_s = time.perf_counter() - t
+    t = time.perf_counter()
+    promtool_backfill(om, where / "prom")
+    om.unlink()
+    console.print(f"wrote {samples} samples in {gen_s:.0f} s, promtool backfill "
+                  f"{time.perf_counter() - t:.0f} s")
+    meta.write_text(json.dumps({"services": services, "base": base, "samples": samples}))
+    return where / "prom", base, samples
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000])
-    ap.add_argument("--rounds", type=int, nargs="+", default=[3, 2, 2],
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10_000])
+    ap.add_argument("--rounds", type=int, nargs="+", default=[3, 3, 3],
                     help="rounds per size (the first one is the start round)")
-    ap.add_argument("--steady-ticks", type=int, nargs="+", default=[100, 1000, 5000],
+    ap.add_argument("--steady-ticks", type=int, nargs="+", default=[100, 1000, 10_000],
                     help="ticks measured per steady round and size (the earliest in the round)")
     ap.add_argument("--services", type=int, default=SERVICES)
-    ap.add_argument("--worker", nargs=4, metavar=("N", "ROUNDS", "ADDRESS", "CAP"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument("--scale-out", type=int, default=15_000,
+                    help="rollouts shared by three replicas on PostgreSQL (0: skip)")
+    ap.add_argument("--no-scale-out", action="store_true")
+    ap.add_argument("--data", type=Path, help="keep the backfilled Prometheus data here and "
+                    "reuse it next time (default: a temporary directory)")
+    ap.add_argument("--worker", nargs=6, metavar=("N", "ROUNDS", "ADDRESS", "CAP", "BASE",
+                                                   "PROFILE"), help=argparse.SUPPRESS)
     ap.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--start-budget", type=float, default=240.0,
                     help="wall seconds per size for starting rollouts (the rest stay pending)")
     ap.add_argument("--no-results", action="store_true", help="do not rewrite results files")
     args = ap.parse_args(argv)
     if args.worker:
-        n, rounds, address = int(args.worker[0]), int(args.worker[1]), args.worker[2]
-        print(json.dumps(worker(n, rounds, address, args.db, int(args.worker[3]),
-                                args.start_budget)))
+        n, rounds, address, cap, base, profile = args.worker
+        print(json.dumps(worker(int(n), int(rounds), address, args.db, int(cap),
+                                args.start_budget, int(base), int(profile))))
         return 0
 
     from analyzer.demo.local_prometheus import PrometheusServer
@@ -310,17 +379,10 @@ def main(argv: list[str] | None = None) -> int:
                   "in Prometheus")
     tmp = Path(tempfile.mkdtemp(prefix="canary-throughput-"))
     rows: list[dict[str, Any]] = []
+    scale: dict[str, Any] | None = None
     try:
-        t = time.perf_counter()
-        om = tmp / "data.om"
-        samples = write_openmetrics(om, services)
-        gen_s = time.perf_counter() - t
-        t = time.perf_counter()
-        promtool_backfill(om, tmp / "prom")
-        om.unlink()
-        fill_s = time.perf_counter() - t
-        console.print(f"wrote {samples} samples in {gen_s:.0f} s, promtool backfill {fill_s:.0f} s")
-        with PrometheusServer(tmp / "prom") as prom:
+        prom_dir, base, samples = prepare_data(console, services, args.data, tmp)
+        with PrometheusServer(prom_dir) as prom:
             assert prom._proc is not None
             prom_pid = prom._proc.pid
             with Progress("[progress.description]{task.description}", BarColumn(),
@@ -331,9 +393,11 @@ def main(argv: list[str] | None = None) -> int:
                     progress.update(bar, description=f"N={n}")
                     db = tmp / f"store-{n}.db"
                     p_cpu0 = proc_cpu_seconds(prom_pid)
+                    profile = PROFILE_TICKS if n == max(args.sizes) else 0
                     proc = subprocess.run(
                         [sys.executable, __file__, "--worker", str(n), str(rounds), prom.url,
-                         str(cap), "--db", str(db), "--start-budget", str(args.start_budget)],
+                         str(cap), str(base), str(profile), "--db", str(db),
+                         "--start-budget", str(args.start_budget)],
                         capture_output=True, text=True, timeout=3600, check=False, cwd=ROOT,
                     )
                     if proc.returncode != 0:
@@ -346,72 +410,26 @@ def main(argv: list[str] | None = None) -> int:
                     progress.console.print(
                         f"N={n}: {r['ticks_per_s']:.1f} ticks/s "
                         f"(need {r['needed_ticks_per_s']:.1f}), p50 {r['tick_p50_ms']:.0f} ms, "
-                        f"p99 {r['tick_p99_ms']:.0f} ms, "
+                        f"p99 {r['tick_p99_ms']:.0f} ms, {r['cpu_s_per_tick_ms']:.2f} CPU ms/tick, "
                         f"{r['queries_per_tick']:.3f} queries/tick, start round "
                         f"{r['first_round_wall_s']:.0f} s ({r['started']} started), "
                         f"peak RSS {r['peak_rss_mb']:.0f} MB")
                     progress.advance(bar)
+        if args.scale_out and not args.no_scale_out:
+            from benchmarks.scale_out import run_scale_out
+
+            scale = run_scale_out(args.scale_out, console)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    table = Table(title="engine throughput (simulated clock, real Prometheus, SQLite store)")
-    cols = [("rollouts", "{:d}"), ("ticks_per_s", "{:.0f}"), ("needed_ticks_per_s", "{:.1f}"),
-            ("tick_p50_ms", "{:.1f}"), ("tick_p99_ms", "{:.1f}"), ("queries_per_tick", "{:.3f}"),
-            ("cpu_s_per_tick_ms", "{:.1f}"), ("engine_cpu_s", "{:.0f}"),
-            ("peak_rss_mb", "{:.0f}"), ("prometheus_cpu_s", "{:.0f}")]
-    for c, _ in cols:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*[fmt.format(r[c]) for c, fmt in cols])
-    console.print(table)
-    if args.no_results:
-        return 0
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    with (RESULTS_DIR / "throughput.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    from benchmarks.dq_report import machine, replace_section
+    from benchmarks.throughput_report import print_tables, write_results
 
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    head = ("| rollouts (started) | ticks/s (capacity) | ticks/s needed (N/30 s) | tick p50 ms "
-            "| tick p99 ms | PromQL queries per tick | engine CPU ms per tick | start round s | "
-            "engine CPU s (whole run) | peak RSS MB | Prometheus CPU s |\n|" + "---|" * 11)
-    lines = [head] + [
-        f"| {r['rollouts']} ({r['started']}) | {r['ticks_per_s']:.1f} | "
-        f"{r['needed_ticks_per_s']:.1f} | "
-        f"{r['tick_p50_ms']:.1f} | {r['tick_p99_ms']:.1f} | {r['queries_per_tick']:.3f} | "
-        f"{r['cpu_s_per_tick_ms']:.1f} | {r['first_round_wall_s']:.0f} | "
-        f"{r['engine_cpu_s']:.0f} | {r['peak_rss_mb']:.0f} | "
-        f"{r['prometheus_cpu_s']:.0f} |"
-        for r in rows
-    ]
-    body = (
-        "## Engine throughput\n\n"
-        f"Run {when} on {machine()}.\n\n"
-        f"Real Prometheus holding {services} services x 2 versions ({samples} backfilled "
-        f"samples, {len(LE)} latency buckets); one engine process per N (SQLite store file, "
-        f"generic preset, dry-run router, our Judge, {THREADS} tick threads). The clock is "
-        "simulated: each rollout ticks once per 30 s round (rollout i at second i mod 30), "
-        "ticks run back to back, so ticks/s is capacity and must exceed N/30. Every N starts "
-        "with one start round over all N rollouts (judge creation and the 10 min baseline, "
-        "read one 30 s interval at a time: 20 windows x 3 metrics, shared by the rollouts "
-        "starting in the same second; its wall time is the 'start round' column), then steady "
-        "analysis rounds; "
-        "steady ticks measured per N: "
-        f"{', '.join(str(r['steady_ticks']) for r in rows)} (when fewer than N x rounds, the "
-        "earliest started rollouts of each round in time order, to keep `make bench` within "
-        "its time; all N rollouts exist in the store and the process). The start round "
-        f"stops starting rollouts after {args.start_budget:.0f} s; '(started)' says how many "
-        "it started in that time (the others stay pending and are not ticked). Queries per "
-        "tick counts HTTP queries sent to Prometheus, retries included. CPU and peak RSS are "
-        "the engine process's (getrusage); Prometheus's CPU during the run is from /proc.\n\n"
-        + "\n".join(lines) + "\n"
-    )
-    (RESULTS_DIR / "throughput.md").write_text("# Engine throughput\n\n" + body.split("\n", 2)[2])
-    replace_section(RESULTS_MD, "throughput", body)
-    console.print(f"wrote {RESULTS_DIR / 'throughput.md'}, .csv and updated {RESULTS_MD}")
+    print_tables(console, rows, scale)
+    if not args.no_results:
+        write_results(rows, scale, services=services, samples=samples,
+                      start_budget=args.start_budget)
+        console.print(f"wrote {RESULTS_DIR / 'throughput.md'}, the .csv files and updated "
+                      f"{RESULTS_MD}")
     return 0
 
 

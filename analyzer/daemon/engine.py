@@ -3,24 +3,37 @@
 Owns the order of I/O in a tick (the state machine in analyzer/core/rollout.py decides; this module
 does what it says):
 
-1. read the rollout (state, judge state, tick sequence number) and its oldest pending manual
-   command; no transaction is held while the network is used;
+1. read the rollout (state, tick sequence number, judge state still encoded) and its oldest
+   pending manual command in ONE read statement (no write lock); no transaction is held while
+   the network is used;
 2. a command goes to the state machine directly; otherwise, at an analysis step, fetch the
-   window [t0, now) from the metric source and ask the judge; otherwise let time act (start,
-   timed pause, finishing a promotion);
+   window [t0, now) from the metric source and ask the judge (the live judge of the last
+   committed tick, kept in memory; rebuilt from the stored state only when the store moved on
+   without this process); otherwise let time act (start, timed pause, finishing a promotion);
 3. ask the `beforeStep` gates when the transition enters a step (non-2xx: hold);
-4. move traffic: a rollback resets the router before anything else; a failed write leaves the
-   previous weight and the rollout holds;
+4. move traffic, FENCED (analyzer/daemon/traffic.py, analyzer/routers/fence.py): right before
+   every write the replica's lease is checked, and the write carries the fencing token (the
+   store's epoch for this owner, the tick whose traffic it writes), which the router refuses
+   when a later owner's token is on it. A rollback resets the router before anything else; a
+   failed write leaves the previous weight and the rollout holds; a fenced write ends the tick
+   (nothing is committed: another replica owns the rollout);
 5. commit the tick, state, judge state, weight change, events and the consumed command in ONE
-   transaction guarded by the tick sequence number (store.commit_tick);
+   transaction guarded by the tick sequence number AND the owner's epoch (store.commit_tick);
+   a conflict (another replica took over, or committed this tick) re-reads the committed state
+   and puts its traffic back, fenced like any write;
 6. only then: metrics, notifications (background; never blocks).
 
-Crash consistency. The router write (4) happens between reading (1) and committing (5). If the
-process dies in between, the store still holds the previous state and the router may hold the
-new traffic. The first tick of a rollout in a (re)started process therefore reconciles: it reads
-the router and writes the traffic the committed state (or this tick's transition) asks for
-(routers are idempotent), and records that as a `reconcile` weight change. The lost tick is
-re-evaluated from the committed judge state, so no decision is lost and none is applied twice.
+Router before commit (docs/engine.md, "Fencing"). The router is written before the commit, so a
+refused write is part of the same tick's record (a hold, counted towards the rollback after
+repeated refusals). The write's token names the owner's epoch and the tick it belongs to: the
+intent is kept where the traffic is. If the process dies in between, the store still holds the
+previous state and the router may hold the new traffic; the next owner's first tick (a
+restarted process, or another replica taking over) reads the router and writes the traffic the
+committed state (or its own transition) asks for under its own, newer token (the claim write:
+from then on no write of a former owner can land), and records a `reconcile` weight change.
+The lost tick is re-evaluated from the committed judge state, so no decision is lost and none
+is applied twice. A finished rollout stays with its owner until one more tick has made the
+router agree with its final state (`settle`).
 
 A new judge first reads the stable version's pre-rollout traffic, interval by interval over
 `analysis.baselineWindow` (`baseline_samples`): the statistics learn from it how bursty the
@@ -46,21 +59,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from analyzer.core.rollout import (
-    STABLE_ONLY,
-    Phase,
-    RolloutMachine,
-    RolloutState,
-    Traffic,
-    Transition,
-)
+from analyzer.core.rollout import Phase, RolloutMachine, RolloutState, Transition
 from analyzer.core.stats.latency import add_histograms
 from analyzer.core.types import Decision, Histogram, Samples
 from analyzer.daemon.metrics import EngineMetrics
 from analyzer.daemon.notify import Notice, Notifier, check_gates
-from analyzer.daemon.store import Store, StoreError, TickConflict, TickRecord, TickRow
+from analyzer.daemon.store import (
+    Store,
+    StoreError,
+    TickConflict,
+    TickRecord,
+    TickRow,
+    TickView,
+)
+from analyzer.daemon.traffic import Ownership, TrafficMoves
 from analyzer.policy import Policy
-from analyzer.routers.base import Router, RouterError, TrafficSplit
+from analyzer.routers.base import Router, RouterError
+from analyzer.routers.fence import Fenced
 from analyzer.sources.base import MetricSource
 from analyzer.sources.replay import baseline_line
 
@@ -89,8 +104,10 @@ class TickOutcome:
     transition: Transition | None
     decision: Decision | None = None
     samples: Samples | None = None
-    conflict: bool = False  # another replica committed this tick first
+    conflict: bool = False  # another replica committed this tick first, or took over
     reconciled: bool = False
+    fenced: bool = False  # this replica does not own the rollout: nothing written or committed
+    settled: bool = False  # a finished rollout's router was made to agree with its final state
 
     @property
     def phase(self) -> Phase | None:
@@ -152,8 +169,13 @@ class _Runtime:
         self.needs_reconcile = True
         self.store_failed = False  # the last commit failed: check the store before the router
         self.lock = threading.Lock()  # one tick of a rollout at a time in this process
-        self.snapshot = policy.model_dump(mode="json")  # the stored policy it runs
+        self.policy_rev = 0  # the revision of the stored policy it runs (Store.update_policy)
         self.pending: Policy | None = None  # a changed stored policy, for the next step
+        self.epoch: int | None = None  # the claim the router was last made to agree under
+        # The live judge and the committed tick whose stored judge state it equals (None:
+        # being changed by a tick that has not committed, or none built yet).
+        self.judge: Any = None
+        self.judge_seq: int | None = None
 
 
 RouterFactory = Callable[[Policy], Router]
@@ -179,7 +201,7 @@ def default_judge() -> JudgeFactory:
     return Judge
 
 
-class Engine:
+class Engine(TrafficMoves):
     """Ticks rollouts stored in `store`. Thread-safe: ticks of different rollouts may run in
     parallel; ticks of one rollout are serialized (and guarded in the store)."""
 
@@ -204,7 +226,12 @@ class Engine:
         self._judge_class = judge_class
         self.gate_post = gate_post
         self._runtimes: dict[int, _Runtime] = {}
+        self._owned: dict[int, Ownership] = {}
         self._lock = threading.Lock()
+        # Set by the scheduler: it claims a rollout when it takes it over, and a tick of an
+        # unclaimed rollout does nothing. Without a scheduler (run_rollout, notebooks, tests)
+        # the first tick of a rollout in this engine claims it.
+        self.claims_by_scheduler = False
 
     # -- runtime cache ---------------------------------------------------------------------
 
@@ -214,7 +241,7 @@ class Engine:
             self._judge_class = default_judge()
         return self._judge_class
 
-    def runtime(self, rollout_id: int, policy: Policy) -> _Runtime:
+    def runtime(self, rollout_id: int, policy: Policy, policy_rev: int = 0) -> _Runtime:
         with self._lock:
             rt = self._runtimes.get(rollout_id)
             if rt is None:
@@ -227,6 +254,7 @@ class Engine:
                 except Exception as e:  # a config problem must not kill the scheduler
                     error = f"cannot build router {policy.spec.router.provider}: {e}"
                 rt = _Runtime(policy, router, error, self.source_factory(policy))
+                rt.policy_rev = policy_rev
                 self._runtimes[rollout_id] = rt
             return rt
 
@@ -238,33 +266,76 @@ class Engine:
         """Drop what this process keeps for a rollout (another replica owns it now)."""
         with self._lock:
             self._runtimes.pop(rollout_id, None)
+            self._owned.pop(rollout_id, None)
+
+    # -- ownership -----------------------------------------------------------------------
+
+    def claim(self, rollout_id: int, lease: Callable[[], bool] | None = None) -> int:
+        """Take the rollout over: the store hands out the next fencing epoch (call it while
+        holding the rollout's lock, if there is one). `lease` tells, right before each router
+        write, whether this replica still owns the rollout (default: the store still names
+        our epoch). The next tick makes the router agree with the store under the new epoch."""
+        c = self.store.claim(rollout_id, self.replica)
+        if lease is None:
+            def lease(store: Store = self.store, epoch: int = c.epoch) -> bool:
+                return store.fence_epoch(rollout_id) == epoch
+        with self._lock:
+            self._owned[rollout_id] = Ownership(c.epoch, c.store_id, self.replica, lease)
+        return c.epoch
+
+    def ownership(self, rollout_id: int) -> Ownership | None:
+        return self._owned.get(rollout_id)
 
     # -- one tick ------------------------------------------------------------------------
 
     def tick(self, rollout_id: int, now: datetime | None = None) -> TickOutcome:
         """Evaluate `rollout_id` once at time `now` (default: the wall clock, UTC)."""
         now = now or utcnow()
-        rec = self.store.get(rollout_id)
-        if not rec.active:
-            return TickOutcome(rollout_id, False, None, None)
-        rt = self.runtime(rollout_id, rec.load_policy())
+        rt = self._runtimes.get(rollout_id)
+        if rt is None:
+            rec = self.store.get(rollout_id)
+            if not rec.active and not rec.unsettled:
+                return TickOutcome(rollout_id, False, None, None)
+            rt = self.runtime(rollout_id, rec.load_policy(), rec.policy_rev)
+        owner = self._owned.get(rollout_id)
+        if owner is None:
+            if self.claims_by_scheduler:
+                log.warning("rollout #%d not ticked: this replica has not claimed it",
+                            rollout_id)
+                return TickOutcome(rollout_id, False, None, None, fenced=True)
+            self.claim(rollout_id)
+            owner = self._owned[rollout_id]
         with rt.lock:
-            return self._tick(rt, rollout_id, now)
+            if rt.epoch != owner.epoch:  # a new claim: the router must agree under it
+                rt.needs_reconcile = True
+                rt.epoch = owner.epoch
+            return self._tick(rt, owner, rollout_id, now)
 
-    def _tick(self, rt: _Runtime, rollout_id: int, now: datetime) -> TickOutcome:
+    def _tick(self, rt: _Runtime, owner: Ownership, rollout_id: int,
+              now: datetime) -> TickOutcome:
         started = time.perf_counter()
-        rec = self.store.get(rollout_id)  # re-read under the per-rollout lock
-        if not rec.active:
+        view = self.store.tick_view(rollout_id)  # under the per-rollout lock
+        if not view.active:
+            if view.unsettled:
+                try:
+                    settled = self._settle(rt, owner, view, now)
+                except Fenced as e:
+                    self._note_fenced(rt, e, "settling the finished rollout")
+                    return TickOutcome(rollout_id, False, None, None, fenced=True)
+                return TickOutcome(rollout_id, False, None, None, settled=settled)
             return TickOutcome(rollout_id, False, None, None)
-        state = self._adopt_changed_policy(rollout_id, rt, rec, now)
+        state = view.state
+        if view.policy_rev != rt.policy_rev:
+            state = self._adopt_changed_policy(rollout_id, rt, view, now)
         policy, machine = rt.policy, rt.machine
-        seq = rec.tick_seq + 1
+        seq = view.tick_seq + 1
         if rt.store_failed:
             # The store refused the last commit (disk full, read-only): do not move the router
             # again until it takes a write, or traffic would flap every tick of the outage.
             self.store.check_writable(rollout_id)
             rt.store_failed = False
-        cmd = self.store.pending_command(rollout_id)
+        cmd = view.command
+        judge_was_current = rt.judge is not None and rt.judge_seq == view.tick_seq
         loaded: _LoadedJudge | None = None
         judge = None
         decision: Decision | None = None
@@ -273,11 +344,11 @@ class Engine:
         if cmd is not None:
             t = machine.on_command(state, cmd.command, now, actor=cmd.actor)
         elif machine.needs_analysis(state):
-            t0, t1 = self.window(policy, rec.last_t1, state, now)
+            t0, t1 = self.window(policy, view.last_t1, state, now)
             if t1 <= t0:
                 t = Transition(state, state, "wait", "window not open yet")
             else:
-                loaded = self._load_judge(rt, rec.judge_state, now, state)
+                loaded = self._live_judge(rt, view, now, state)
                 judge = loaded.judge
                 weight = state.weight if policy.spec.strategy.type == "canary" else None
                 samples = rt.source.fetch(t0, t1, canary_weight=weight)
@@ -287,7 +358,7 @@ class Engine:
             t = machine.on_time(state, now)
 
         if rt.pending is not None and t.start_step:
-            judge, policy = self._switch_policy(rollout_id, rt, judge, rec, now)
+            judge, policy = self._switch_policy(rollout_id, rt, judge, view, now)
         gate_answers: list[dict[str, Any]] | None = None
         if t.gate is not None and policy.spec.gates.beforeStep:
             res = check_gates(policy, t.gate.step, t.gate.weight, rollout_id=rollout_id,
@@ -296,7 +367,12 @@ class Engine:
             if not res.ok:
                 t = machine.gate_held(t, res.reason)
 
-        t, reconciled_from = self._move_traffic(rt, rollout_id, t, now)
+        try:
+            t, reconciled_from = self._move_traffic(rt, owner, view, t, now)
+        except Fenced as e:
+            rt.judge = None
+            self._note_fenced(rt, e, f"tick {seq}")
+            return TickOutcome(rollout_id, False, seq, t, decision, samples, fenced=True)
 
         if t.is_wait:
             if reconciled_from is not None:
@@ -307,7 +383,7 @@ class Engine:
         # restarted (Judge.step_started: minStepDuration and maxStepDuration count from here).
         if (t.start_step or t.restart_clock) and t.after.phase is Phase.PROGRESSING:
             if judge is None:
-                loaded = self._load_judge(rt, rec.judge_state, now, state)
+                loaded = self._live_judge(rt, view, now, state)
                 judge = loaded.judge
             if t.start_step:
                 judge.start_step(now, float(t.after.weight), step=t.after.step)
@@ -316,6 +392,9 @@ class Engine:
         judge_state = judge.to_state() if judge is not None else None
 
         events = [(t.action, t.reason)] if t.action not in ("hold",) else []
+        if reconciled_from is not None and state.traffic != t.after.traffic:
+            events.append(("reconcile", f"router held weight {reconciled_from.weight}, the "
+                           f"store {state.traffic.weight}; applied {t.after.traffic.weight}"))
         if loaded is not None and loaded.restarted:
             events.append(("judge-restarted", loaded.restarted))
         samples_json = samples.to_json() if samples is not None else None
@@ -323,9 +402,6 @@ class Engine:
             # what the new judge started from (the start tick has no window of its own)
             samples_json = samples_json or {}
             samples_json["baseline"] = [baseline_line(s) for s in loaded.baseline]
-        if reconciled_from is not None and state.traffic != t.after.traffic:
-            events.append(("reconcile", f"router held weight {reconciled_from.weight}, the "
-                           f"store {state.traffic.weight}; applied {t.after.traffic.weight}"))
         record = TickRecord(
             rollout_id=rollout_id, seq=seq, scheduled_at=now, state_before=state,
             state_after=t.after, action=t.action, reason=t.reason,
@@ -336,45 +412,55 @@ class Engine:
             command_id=cmd.id if cmd is not None else None,
             command=str(cmd.command) if cmd is not None else None,
             replica=self.replica, duration_ms=int((time.perf_counter() - started) * 1000),
-            events=tuple(events),
+            events=tuple(events), epoch=owner.epoch,
         )
         try:
             self.store.commit_tick(record)
         except TickConflict as e:
             log.warning("%s: %s", policy.name, e)
-            # Someone else moved this rollout on: our view of the router is stale.
-            rt.needs_reconcile = True
+            rt.judge = None
+            self._restore_committed(rt, owner, rollout_id)
             return TickOutcome(rollout_id, False, seq, t, decision, samples, conflict=True)
         except StoreError:
-            self._undo_traffic(rt, state.traffic, t)
+            rt.judge = None
+            self._undo_traffic(rt, owner, view, t)
             raise
+        if judge is not None:
+            rt.judge, rt.judge_seq = judge, seq
+        elif judge_was_current:
+            rt.judge_seq = seq  # this tick left the stored judge state as it was
         if reconciled_from is not None and state.traffic == t.after.traffic:
             self._record_reconcile(rollout_id, reconciled_from, t.after.traffic, now)
-        self._after_commit(rt, rec.name, rollout_id, seq, t, decision, samples,
+        self._after_commit(rt, view.name, rollout_id, seq, t, decision, samples,
                            time.perf_counter() - started)
         return TickOutcome(rollout_id, True, seq, t, decision, samples,
                            reconciled=reconciled_from is not None)
 
     # -- a changed policy ------------------------------------------------------------------
 
-    def _adopt_changed_policy(self, rollout_id: int, rt: _Runtime, rec: Any,
+    def _adopt_changed_policy(self, rollout_id: int, rt: _Runtime, view: TickView,
                               now: datetime) -> RolloutState:
-        """The run's stored policy changed (a RolloutPolicy edit, Store.update_policy). The
-        current step goes on with the old checks, router and source; the next step is the new
-        plan's (the state rebased onto it, RolloutMachine.rebase) and from it on everything is
-        the new policy's (`_switch_policy`). Returns the state this tick starts from."""
-        state: RolloutState = rec.state
-        if rec.policy == rt.snapshot or state.phase not in (Phase.PENDING, Phase.PROGRESSING):
+        """The run's stored policy changed (a RolloutPolicy edit, Store.update_policy: its
+        revision moved). The current step goes on with the old checks, router and source; the
+        next step is the new plan's (the state rebased onto it, RolloutMachine.rebase) and
+        from it on everything is the new policy's (`_switch_policy`). Returns the state this
+        tick starts from."""
+        state = view.state
+        if state.phase not in (Phase.PENDING, Phase.PROGRESSING):
             return state  # paused or promoting: the change waits until it progresses again
+        rec = self.store.get(rollout_id)  # the policy document, read only when it changed
+        rt.policy_rev = rec.policy_rev
+        if rec.policy == rt.policy.model_dump(mode="json"):
+            return state  # written again unchanged
         policy = rec.load_policy()
-        rt.snapshot, rt.pending = rec.policy, policy
+        rt.pending = policy
         rt.machine = RolloutMachine.for_policy(policy)
         log.info("%s: policy changed; applies from the next step", rec.name)
         if state.phase is Phase.PENDING:
-            self._switch_policy(rollout_id, rt, None, rec, now)
+            self._switch_policy(rollout_id, rt, None, view, now)
         return rt.machine.rebase(state)
 
-    def _switch_policy(self, rollout_id: int, rt: _Runtime, judge: Any, rec: Any,
+    def _switch_policy(self, rollout_id: int, rt: _Runtime, judge: Any, view: TickView,
                        now: datetime) -> tuple[Any, Policy]:
         """A new step starts: from here on the changed policy's router, source and checks."""
         policy = rt.pending
@@ -387,9 +473,10 @@ class Engine:
             rt.router, rt.router_error = None, f"cannot build router " \
                 f"{policy.spec.router.provider}: {e}"
         rt.needs_reconcile = True
-        state = judge.to_state() if judge is not None else rec.judge_state
-        loaded = self._load_judge(rt, state, now, rec.state) if state else None
+        state = judge.to_state() if judge is not None else view.judge_state
+        loaded = self._load_judge(rt, state, now, view.state) if state else None
         judge = loaded.judge if loaded is not None else None
+        rt.judge, rt.judge_seq = judge, None  # the old policy's judge is gone
         self.store.record_event(rollout_id, "policy", "changed policy applied from this step",
                                 now)
         if loaded is not None and loaded.restarted:
@@ -420,6 +507,19 @@ class Engine:
             t0 = max(t0, state.step_started_at)
         return t0, now
 
+    def _live_judge(self, rt: _Runtime, view: TickView, now: datetime,
+                    state: RolloutState) -> _LoadedJudge:
+        """The judge of the last committed tick: the one in memory when it is that tick's (no
+        decoding, no rebuilding), else rebuilt from the stored judge state (or new, reading
+        the baseline). It is marked as changing until this tick commits, so a tick that fails
+        leaves no judge behind."""
+        if rt.judge is not None and rt.judge_seq == view.tick_seq:
+            loaded = _LoadedJudge(rt.judge)
+        else:
+            loaded = self._load_judge(rt, view.judge_state, now, state)
+        rt.judge, rt.judge_seq = loaded.judge, None
+        return loaded
+
     def _load_judge(self, rt: _Runtime, judge_state: dict[str, Any] | None, now: datetime,
                      state: RolloutState) -> _LoadedJudge:
         from analyzer.core.judge import JudgeStateVersionError, analysed_weights
@@ -449,91 +549,26 @@ class Engine:
                f"({state.weight}%); evidence from before is not carried over")
         return _LoadedJudge(judge, tuple(series), why)
 
-    def _move_traffic(self, rt: _Runtime, rollout_id: int, t: Transition,
-                      now: datetime) -> tuple[Transition, Traffic | None]:
-        """Apply the transition's traffic (reset first on rollback). On the first tick in this
-        process, compare with what the router holds and rewrite it (reconciliation).
-
-        Returns the (possibly router-failed) transition and, when a reconciliation changed
-        the router, the traffic the router had before.
-        """
-        before = t.before.traffic
-        desired = t.after.traffic
-        reconciled_from: Traffic | None = None
-        for _attempt in range(2):
-            try:
-                router = self._router(rt)
-                if t.reset:
-                    # A rollback resets before anything else, whatever we believe is applied.
-                    router.reset()
-                    rt.needs_reconcile = False
-                    return t, None
-                if rt.needs_reconcile:
-                    actual = _from_split(router.get_weight())
-                    if actual != desired:
-                        _apply(router, actual, desired)
-                    if actual != before:
-                        reconciled_from = actual
-                    rt.needs_reconcile = False
-                elif desired != before:
-                    _apply(router, before, desired)
-                return t, reconciled_from
-            except RouterError as e:
-                self.metrics.router_errors.labels(rollout=rt.policy.name).inc()
-                log.warning("%s: router error: %s", rt.policy.name, e)
-                rt.needs_reconcile = True  # we no longer know what the router holds
-                failed = rt.machine.router_failed(t, now, str(e))
-                if failed.reset and not t.reset:
-                    t = failed  # too many refusals: now a rollback, which resets first
-                    continue
-                return failed, None
-        return t, None
-
-    def _undo_traffic(self, rt: _Runtime, committed: Traffic, t: Transition) -> None:
-        """The commit failed: nothing of this tick is recorded, so put the router back to the
-        committed traffic (store and router agree while the store is down). A rollback stays
-        applied: all traffic on stable is always safe, and the next tick decides again."""
-        rt.needs_reconcile = True  # the commit may have landed after all: check next tick
-        rt.store_failed = True
-        if t.reset or t.after.traffic == committed:
-            return
-        try:
-            _apply(self._router(rt), t.after.traffic, committed)
-        except RouterError as e:
-            log.warning("%s: could not undo the weight change of an unrecorded tick: %s",
-                        rt.policy.name, e)
-
-    def _router(self, rt: _Runtime) -> Router:
-        if rt.router is None:
-            raise RouterError(rt.router_error or "no router")
-        return rt.router
-
-    def _record_reconcile(self, rollout_id: int, was: Traffic, now_traffic: Traffic,
-                          now: datetime) -> None:
-        msg = (f"router held weight {was.weight} (header {was.header_route}, mirror "
-               f"{was.mirror_percent}); re-applied the committed weight {now_traffic.weight}")
-        log.info("rollout %s: %s", rollout_id, msg)
-        self.store.record_reconcile(rollout_id, was.weight, now_traffic.to_json(), now, msg)
-
     def _after_commit(self, rt: _Runtime, name: str, rollout_id: int, seq: int, t: Transition,
                       decision: Decision | None, samples: Samples | None,
                       seconds: float) -> None:
-        m = self.metrics
+        m = self.metrics.rollout(name)
         after = t.after
-        m.weight.labels(rollout=name).set(after.weight)
-        m.set_state(name, str(after.phase))
-        m.step.labels(rollout=name).set(after.step)
-        m.tick_seconds.observe(seconds)
-        m.decisions.labels(rollout=name, decision=str(decision.action) if decision
-                           else t.action).inc()
+        m.weight.set(after.weight)
+        m.set_state(after.phase.value)
+        m.step.set(after.step)
+        self.metrics.tick_seconds.observe(seconds)
+        m.decision(decision.action.value if decision else t.action).inc()
         if samples is not None and not samples.ok:
-            m.data_failures.labels(rollout=name).inc()
+            m.data_failures.inc()
         if decision is not None:
-            m.set_verdicts(name, decision.verdicts)
+            m.set_verdicts(decision.verdicts)
         # INFO only for a decision that changes something: a holding tick is not news.
-        log.log(logging.INFO if t.changed else logging.DEBUG,
-                "%s tick %d: %s -> %s, step %s, weight %d%%: %s", name, seq, t.before.phase,
-                after.phase, rt.machine.plan.position(after.step), after.weight, t.reason)
+        level = logging.INFO if t.changed else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "%s tick %d: %s -> %s, step %s, weight %d%%: %s", name, seq,
+                    t.before.phase, after.phase, rt.machine.plan.position(after.step),
+                    after.weight, t.reason)
         if self.notifier is not None and t.changed:
             self.notifier.notify(rt.policy, _notice(rt.policy, rollout_id, seq, t, decision))
 
@@ -562,24 +597,6 @@ def _notice(policy: Policy, rollout_id: int, seq: int, t: Transition,
         "decision": decision.to_json() if decision is not None else None,
     }
     return Notice(policy.name, kind, text, payload)
-
-
-def _from_split(split: TrafficSplit) -> Traffic:
-    return Traffic(weight=int(split.canary_weight), header_route=split.header_route,
-                   mirror_percent=split.mirror_percent)
-
-
-def _apply(router: Router, current: Traffic, desired: Traffic) -> None:
-    """Write only what differs (a router may not support mirroring or header routes at all)."""
-    if desired == STABLE_ONLY and current != STABLE_ONLY:
-        router.reset()
-        return
-    if desired.weight != current.weight:
-        router.set_weight(desired.weight)
-    if desired.header_route != current.header_route:
-        router.set_header_route(desired.header_route)
-    if desired.mirror_percent != current.mirror_percent:
-        router.set_mirror(desired.mirror_percent)
 
 
 # --------------------------------------------------------------------------- driver

@@ -1,12 +1,15 @@
 """The engine's own Prometheus metrics (served on /metrics by api/routes.py).
 
 One registry per engine process. The names here are the contract the Grafana dashboard in
-deploy/grafana/ is checked against.
+deploy/grafana/ is checked against. `EngineMetrics.rollout(name)` holds one rollout's labelled
+children, looked up once (a `labels()` call takes a lock and checks the labels every time).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -58,22 +61,71 @@ class EngineMetrics:
             "canary_router_errors", "Weight changes the router refused or failed",
             ["rollout"], registry=r,
         )
+        self.fenced = Counter(
+            "canary_fenced_writes", "Router writes refused because this replica no longer "
+            "owned the rollout (lease lost, or a later owner's fencing token on the object)",
+            ["rollout"], registry=r,
+        )
         self.active = Gauge("canary_rollouts_active", "Rollouts this replica ticks", registry=r)
+        self._rollouts: dict[str, RolloutMetrics] = {}
+        self._lock = threading.Lock()
 
     def set_verdicts(self, rollout: str, verdicts: Iterable[Verdict]) -> None:
         """The latest evidence and estimate of each check (after a tick with a decision)."""
-        for v in verdicts:
-            for kind, value in evidence_by_kind(v).items():
-                self.evidence.labels(rollout=rollout, check=v.check, kind=kind).set(value)
-            if v.estimate is not None:
-                self.estimate.labels(rollout=rollout, check=v.check).set(v.estimate)
+        self.rollout(rollout).set_verdicts(verdicts)
 
     def set_state(self, rollout: str, state: str) -> None:
-        for s in ROLLOUT_STATES:
-            self.state.labels(rollout=rollout, state=s).set(1 if s == state else 0)
+        self.rollout(rollout).set_state(state)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def rollout(self, name: str) -> RolloutMetrics:
+        """The children of one rollout (made on first use, then kept)."""
+        found = self._rollouts.get(name)
+        if found is None:
+            with self._lock:
+                found = self._rollouts.setdefault(name, RolloutMetrics(self, name))
+        return found
+
+
+class RolloutMetrics:
+    """One rollout's labelled children of the engine's metrics."""
+
+    def __init__(self, metrics: EngineMetrics, name: str) -> None:
+        self._metrics, self._name = metrics, name
+        self.weight = metrics.weight.labels(rollout=name)
+        self.step = metrics.step.labels(rollout=name)
+        self.data_failures = metrics.data_failures.labels(rollout=name)
+        self._states = {s: metrics.state.labels(rollout=name, state=s) for s in ROLLOUT_STATES}
+        self._state: str | None = None
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def set_state(self, state: str) -> None:
+        if state == self._state:
+            return
+        for s, child in self._states.items():
+            child.set(1 if s == state else 0)
+        self._state = state
+
+    def _child(self, metric: str, **labels: str) -> Any:
+        key = (metric, *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            child = getattr(self._metrics, metric).labels(rollout=self._name, **labels)
+            self._children[key] = child
+        return child
+
+    def decision(self, decision: str) -> Any:
+        return self._child("decisions", decision=decision)
+
+    def set_verdicts(self, verdicts: Iterable[Verdict]) -> None:
+        """The latest evidence and estimate of each check (after a tick with a decision)."""
+        for v in verdicts:
+            for kind, value in evidence_by_kind(v).items():
+                self._child("evidence", check=v.check, kind=kind).set(value)
+            if v.estimate is not None:
+                self._child("estimate", check=v.check).set(v.estimate)
 
 
 #: the `kind` label of canary_check_evidence for a verdict's own evidence

@@ -7,7 +7,8 @@ Owns the daemon's timing and ownership:
   guards against double application anyway;
 - a `sync` job (every `sync_interval` seconds, its own single-thread executor so slow ticks
   cannot starve it) that creates rollouts for the `--policies` files, takes ownership of
-  unowned active rollouts, drops jobs of finished ones and checks the lock connection;
+  unowned active rollouts (and of finished ones whose router has not been settled yet), drops
+  jobs of finished and settled ones and checks the lock connection;
 - graceful shutdown: `shutdown()` stops new runs, waits for ticks in flight, then frees the
   rollouts.
 
@@ -19,12 +20,18 @@ Ownership (DESIGN.md "State, scheduling, scale"):
   and ticks on, first reconciling the router with the stored weight. If the lock connection
   breaks, this replica drops every job at once (it may no longer own anything) and
   reconnects.
+- Fencing: taking a rollout over claims the store's next fencing epoch for it
+  (`Engine.claim`); the lease a router write checks right before it is written is the
+  advisory lock itself, asked on the lock connection (`PgAdvisoryOwnership.holds`), so a
+  replica whose connection was killed (a partition) stops writing at once, not at its next
+  sync; on SQLite the store's epoch (analyzer/routers/fence.py, docs/engine.md).
 - Fair share: every replica also holds a shared "presence" advisory lock, so counting its
   holders in `pg_locks` gives the number of live replicas n. A replica owns at most
   ceil(active / n) rollouts: below that it takes free ones (in random order), above it hands
-  one idle rollout back per sync pass. Replicas that start together or one after the other
-  end up sharing; when one dies, n drops at once and the survivors take its rollouts over at
-  their next sync pass.
+  the idle ones above its share back in one sync pass. Replicas that start together or one
+  after the other end up sharing; when one dies, n drops at once and the survivors take its
+  rollouts over at their next sync pass. A rollout taken over keeps its cadence: its first
+  tick under the new owner is due one interval after its last one.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import logging
 import math
 import random
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -49,6 +56,7 @@ from sqlalchemy.pool import NullPool
 
 from analyzer.daemon.engine import Engine, utcnow
 from analyzer.daemon.store import Store, StoreError, lock_key
+from analyzer.daemon.store.store import application_name
 from analyzer.policy import Policy
 
 log = logging.getLogger("analyzer.daemon.scheduler")
@@ -60,6 +68,9 @@ class Ownership(Protocol):
     def release(self, rollout_id: int) -> None: ...
     def healthy(self) -> bool: ...
     def close(self) -> None: ...
+
+    def lease(self, rollout_id: int) -> Callable[[], bool] | None:
+        """What a router write asks right before it is written (None: the store's epoch)."""
 
 
 class LocalOwnership:
@@ -80,11 +91,15 @@ class LocalOwnership:
     def close(self) -> None:
         pass
 
+    def lease(self, rollout_id: int) -> Callable[[], bool] | None:
+        return None  # no lock: the store's fence epoch is the lease
+
 
 class PgAdvisoryOwnership:
     """Session-level advisory locks on one dedicated PostgreSQL connection.
 
-    Not thread-safe: only the scheduler's sync job (a single thread) and `close` use it.
+    Thread-safe: the sync job takes and frees locks, tick threads ask `holds` right before a
+    router write; one mutex serializes them on the connection.
     """
 
     def __init__(self, store: Store) -> None:
@@ -95,10 +110,13 @@ class PgAdvisoryOwnership:
             store.url, poolclass=NullPool,
             connect_args={"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
                           "keepalives_interval": 5, "keepalives_count": 3,
-                          "application_name": "canary-analyzer-locks"},
+                          "application_name": application_name("canary-analyzer-locks")},
         )
         self._conn: Connection | None = None
+        self._mutex = threading.RLock()
         self.held: set[int] = set()
+        self._lost = False  # the session died with locks held: `healthy` must say so once
+        self.session_pid: int | None = None  # the lock session's backend (pg_stat_activity)
 
     def _connection(self) -> Connection:
         if self._conn is None:
@@ -106,6 +124,8 @@ class PgAdvisoryOwnership:
             # Presence: every live replica holds this key in shared mode on its lock session,
             # so counting its holders counts the live replicas (dead sessions drop out).
             conn.execute(text("SELECT pg_advisory_lock_shared(:k)"), {"k": self._presence})
+            self.session_pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar() or 0)
+            log.info("lock session: PostgreSQL backend pid %d", self.session_pid)
             self._conn = conn
         return self._conn
 
@@ -115,47 +135,79 @@ class PgAdvisoryOwnership:
 
     def live_replicas(self) -> int:
         k = self._presence
-        n = self._connection().execute(text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND classid = CAST(:hi AS oid) AND objid = CAST(:lo AS oid) AND objsubid = 1"),
-            {"hi": (k >> 32) & 0xFFFFFFFF, "lo": k & 0xFFFFFFFF}).scalar()
+        with self._mutex:
+            n = self._connection().execute(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = "
+                "current_database()) AND classid = CAST(:hi AS oid) "
+                "AND objid = CAST(:lo AS oid) AND objsubid = 1"),
+                {"hi": (k >> 32) & 0xFFFFFFFF, "lo": k & 0xFFFFFFFF}).scalar()
         return max(1, int(n or 0))
 
     def try_acquire(self, rollout_id: int) -> bool:
-        if rollout_id in self.held:
-            return True  # session locks stack: never take one twice
-        got = bool(self._connection().execute(
-            text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key(rollout_id)}).scalar())
-        if got:
-            self.held.add(rollout_id)
-        return got
+        with self._mutex:
+            if rollout_id in self.held:
+                return True  # session locks stack: never take one twice
+            got = bool(self._connection().execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key(rollout_id)}).scalar())
+            if got:
+                self.held.add(rollout_id)
+            return got
 
     def release(self, rollout_id: int) -> None:
-        if rollout_id not in self.held:
-            return
-        self.held.discard(rollout_id)
-        try:
-            self._connection().execute(text("SELECT pg_advisory_unlock(:k)"),
-                                       {"k": self.key(rollout_id)})
-        except SQLAlchemyError:
-            self._drop()
+        with self._mutex:
+            if rollout_id not in self.held:
+                return
+            self.held.discard(rollout_id)
+            try:
+                self._connection().execute(text("SELECT pg_advisory_unlock(:k)"),
+                                           {"k": self.key(rollout_id)})
+            except SQLAlchemyError:
+                self._drop()
 
     def healthy(self) -> bool:
-        if self._conn is None:
-            return not self.held
-        try:
-            self._conn.execute(text("SELECT 1"))
-            return True
-        except SQLAlchemyError:
-            self._drop()
-            return False
+        with self._mutex:
+            if self._lost:  # a tick's `holds` found the session dead
+                self._lost = False
+                return False
+            if self._conn is None:
+                return not self.held
+            try:
+                self._conn.execute(text("SELECT 1"))
+                return True
+            except SQLAlchemyError:
+                self._drop()
+                self._lost = False  # said here and now
+                return False
+
+    def holds(self, rollout_id: int) -> bool:
+        """True when this session holds the rollout's advisory lock now: asked of PostgreSQL
+        on the lock connection itself (a killed connection, as in a partition, answers no).
+        Never reconnects: a new session would hold nothing."""
+        k = self.key(rollout_id)
+        with self._mutex:
+            if self._conn is None or rollout_id not in self.held:
+                return False
+            try:
+                n = self._conn.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND classid = CAST(:hi AS oid) "
+                    "AND objid = CAST(:lo AS oid) AND objsubid = 1"),
+                    {"hi": (k >> 32) & 0xFFFFFFFF, "lo": k & 0xFFFFFFFF}).scalar()
+            except SQLAlchemyError:
+                self._drop()
+                return False
+        return bool(n)
+
+    def lease(self, rollout_id: int) -> Callable[[], bool] | None:
+        return lambda: self.holds(rollout_id)
 
     def key(self, rollout_id: int) -> int:
         return lock_key(self.namespace, rollout_id)
 
     def _drop(self) -> None:
         # The session is gone and with it every lock: we own nothing any more.
+        self._lost = self._lost or bool(self.held)
         self.held.clear()
         if self._conn is not None:
             with contextlib.suppress(SQLAlchemyError):
@@ -163,7 +215,8 @@ class PgAdvisoryOwnership:
         self._conn = None
 
     def close(self) -> None:
-        self._drop()
+        with self._mutex:
+            self._drop()
         self._engine.dispose()
 
 
@@ -174,6 +227,7 @@ class Scheduler:
                  sync_interval: float = 5.0, max_workers: int = 8,
                  ownership: Ownership | None = None) -> None:
         self.engine = engine
+        engine.claims_by_scheduler = True  # ticks only what this scheduler claimed
         self.store = engine.store
         self.policies = list(policies)
         self.sync_interval = sync_interval
@@ -259,34 +313,33 @@ class Scheduler:
             if not self.ownership.healthy():
                 log.error("lock connection lost: dropping every rollout of this replica")
                 self._drop_all()
-            active = {r.id: r for r in self.store.list_rollouts(active_only=True,
-                                                                  all_generations=True)}
-            # Fair share: each live replica owns at most ceil(active / replicas); a replica
-            # above it hands one rollout back per pass (so a replica that started alone
+            # Active rollouts, and finished ones whose router was not settled yet (their
+            # owner makes the router agree with the final state once more, then lets go).
+            wanted = {r.id: r for r in self.store.schedulable()}
+            # Fair share: each live replica owns at most ceil(wanted / replicas); a replica
+            # above it hands the rollouts above it back (so a replica that started alone
             # shares once others join), below it takes free ones. When a replica dies the
             # count drops at once and the survivors' share covers its rollouts.
-            share = math.ceil(len(active) / self.ownership.live_replicas())
+            share = math.ceil(len(wanted) / self.ownership.live_replicas())
             with self._owned_lock:
-                for rid in [r for r in self.owned if r not in active]:
+                for rid in [r for r in self.owned if r not in wanted]:
                     self._release(rid)
                 if len(self.owned) > share:
-                    idle = [r for r in self.owned if r not in self._in_flight]
-                    if idle:
-                        rid = max(idle)
-                        log.info("handing rollout #%d to another replica (share %d)", rid,
-                                 share)
+                    # everything above the share at once (one per pass took a replica that
+                    # started first hours to share 15,000 rollouts)
+                    idle = sorted(r for r in self.owned if r not in self._in_flight)
+                    excess = idle[-(len(self.owned) - share):]
+                    log.info("handing %d rollout(s) to other replicas (share %d)",
+                             len(excess), share)
+                    for rid in excess:
                         self._release(rid)
-                candidates = [rid for rid in active if rid not in self.owned]
+                candidates = [rid for rid in wanted if rid not in self.owned]
                 random.shuffle(candidates)
                 for rid in candidates:
                     if len(self.owned) >= share or self._stopping.is_set():
                         break
                     if self.ownership.try_acquire(rid):
-                        rec = active[rid]
-                        self.owned[rid] = rec.name
-                        self._schedule(rid, rec.load_policy())
-                        log.info("owning rollout %s (#%d, %s, step %d)", rec.name, rid,
-                                 rec.phase, rec.state.step)
+                        self._take(rid)
                 self.engine.metrics.active.set(len(self.owned))
             self.last_sync_ok = True
         except (StoreError, SQLAlchemyError) as e:
@@ -295,6 +348,25 @@ class Scheduler:
         except Exception:
             self.last_sync_ok = False
             log.exception("sync failed")
+
+    def _take(self, rollout_id: int) -> None:
+        """We hold the rollout's lock: claim its next fencing epoch, then schedule it."""
+        try:
+            rec = self.store.get(rollout_id)
+            self.engine.claim(rollout_id, self.ownership.lease(rollout_id))
+        except StoreError:
+            self.ownership.release(rollout_id)
+            raise
+        self.owned[rollout_id] = rec.name
+        policy = rec.load_policy()
+        # Keep the rollout's cadence across owners: its next tick is due one interval after
+        # the last one (now for a new or finished one). The claim already fences the former
+        # owner out: it can neither write nor commit until then.
+        due = (rec.updated_at + policy.spec.analysis.interval if rec.tick_seq and rec.active
+               else None)
+        self._schedule(rollout_id, policy, first=due)
+        log.info("owning rollout %s (#%d, %s, step %d)", rec.name, rollout_id, rec.phase,
+                 rec.state.step)
 
     def _release(self, rollout_id: int) -> None:
         self._unschedule(rollout_id)
@@ -309,12 +381,14 @@ class Scheduler:
                 self.engine.forget(rid)
             self.owned.clear()
 
-    def _schedule(self, rollout_id: int, policy: Policy) -> None:
+    def _schedule(self, rollout_id: int, policy: Policy, first: datetime | None = None) -> None:
         seconds = policy.spec.analysis.interval.total_seconds()
+        now = _now_local()
         self._sched.add_job(
             self._run_tick, IntervalTrigger(seconds=seconds), args=(rollout_id,),
             id=_job_id(rollout_id), replace_existing=True, coalesce=True, max_instances=1,
-            misfire_grace_time=max(1, int(seconds)), next_run_time=_now_local(),
+            misfire_grace_time=max(1, int(seconds)),
+            next_run_time=max(now, first) if first is not None else now,
         )
 
     def _unschedule(self, rollout_id: int) -> None:

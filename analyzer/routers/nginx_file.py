@@ -13,6 +13,11 @@ A/B header or cookie route. A weight of 0 (or 100) marks the other server `down`
 are at least 1). Every change writes the file atomically, runs `nginx -t`, and only then
 `nginx -s reload`; when either fails, the previous file is put back and RouterError carries
 nginx's message. Writing the same content again is a no-op (no reload). No mirroring.
+
+Fencing (analyzer/routers/fence.py): every change happens under the lock `<file>.fence.lock`;
+with a fence set (the engine sets one per tick), the token in `<file>.fence` is compared first
+(a later owner's token refuses the write), the lease is checked, and the new token is written
+before the rename; the upstream file names the token in a `# fence:` comment.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 from analyzer.policy import NginxLocalRouter as NginxLocalConfig
 from analyzer.policy import Policy
+from analyzer.routers import fence as fencing
 from analyzer.routers.arguments import KEEP, check_match, check_mirror, check_weight
 from analyzer.routers.base import RouterError, TrafficSplit
 
@@ -34,9 +40,11 @@ NGINX_TIMEOUT = 30.0
 
 
 def render_upstream(
-    name: str, stable: str, canary: str, weight: int, match: dict[str, str] | None = None
+    name: str, stable: str, canary: str, weight: int, match: dict[str, str] | None = None,
+    token: fencing.FenceToken | None = None,
 ) -> str:
-    """The include file for `weight` percent to the canary (and an optional A/B match)."""
+    """The include file for `weight` percent to the canary (and an optional A/B match); with
+    `token`, a comment naming the fencing token that wrote it."""
     weight = check_weight(weight)
     match = check_match(match)
     if match is not None and "pattern" in match:
@@ -59,7 +67,8 @@ def render_upstream(
     return (
         "# Managed by canary-analyzer: the next traffic change rewrites this file.\n"
         f"# canary-weight: {weight}\n"
-        f"upstream {name} {{\n{lines}\n}}\n"
+        + (f"# fence: {token.encode()}\n" if token is not None else "")
+        + f"upstream {name} {{\n{lines}\n}}\n"
         f"upstream {name}_stable {{\n    server {stable};\n}}\n"
         f"upstream {name}_canary {{\n    server {canary};\n}}\n"
         f"map {source} ${name}_route {{\n    default {name};\n{entry}}}\n"
@@ -114,6 +123,7 @@ class NginxLocalRouter:
         self.path = Path(cfg.upstreamFile)
         self.dry_run = dry_run
         self._last: list[dict[str, Any]] = []
+        self.fence: fencing.Fence | None = None  # set by the engine for each tick
 
     @property
     def last_applied(self) -> list[dict[str, Any]]:
@@ -173,19 +183,34 @@ class NginxLocalRouter:
 
     def _change(self, weight: Any = KEEP, match: Any = KEEP) -> None:
         self._last = []
+        if self.dry_run:
+            self._change_locked(weight, match, None)
+            return
+        with fencing.locked(self.path) as token_file:
+            self._change_locked(weight, match, token_file)
+
+    def _change_locked(self, weight: Any, match: Any,
+                       token_file: fencing.TokenFile | None) -> None:
         old = self._read()
         current = (parse_upstream(old, self.cfg.upstreamName, self.cfg.stableServer,
                                   self.cfg.canaryServer) if old is not None else None)
         w = weight if weight is not KEEP else (current.canary_weight if current else 0)
         m = match if match is not KEEP else (current.header_route if current else None)
+        fence = self.fence
+        if fence is not None and token_file is not None:
+            fence.stamp(str(self.path), token_file.held)
         new = render_upstream(self.cfg.upstreamName, self.cfg.stableServer,
-                              self.cfg.canaryServer, w, m)
+                              self.cfg.canaryServer, w, m,
+                              fence.token if fence is not None else None)
         record = {"kind": "NginxUpstreamFile", "path": str(self.path), "content": new}
         if new == old:
             return
-        if self.dry_run:
+        if self.dry_run or token_file is None:
             self._last = [record]
             return
+        if fence is not None:
+            fence.check_lease(str(self.path))
+            token_file.write(fence.token)
         try:
             self._write(new)
         except OSError as e:

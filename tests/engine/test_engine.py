@@ -345,6 +345,7 @@ def test_a_judge_state_from_statistics_v1_restarts_the_step_with_an_event():
         conn.execute(rollouts.update().where(rollouts.c.id == rec.id).values(
             judge_state=v1_state))
     assert json.loads(v1_state)["version"] == 1
+    engine = Engine(store)  # the upgraded process (a live judge would not read the store)
     out = engine.tick(rec.id, T0 + timedelta(seconds=5))
     assert out.recorded and out.decision is not None
     events = [e for e in store.events(rec.id) if e.kind == "judge-restarted"]
@@ -381,3 +382,28 @@ def test_a_failing_source_stops_the_baseline_reading_at_once():
 
     hist, series = baseline_samples(Down(), make_policy(), T0)
     assert hist is None and series == [] and len(calls) == 2
+
+
+@pytest.mark.parametrize("canary_error", [0.01, 0.02])  # promoted; rolled back at tick 8
+def test_live_judge_decides_as_a_judge_rebuilt_from_the_store(canary_error):
+    """The engine keeps each rollout's judge in memory between ticks; a process that rebuilds
+    it from the stored judge state at every tick (a fresh engine per tick, as after a restart)
+    must take exactly the same decisions, with the same numbers."""
+    policy = make_policy(canary_error=canary_error, steps="[20, 50, 100]")
+    live = run_rollout(policy, start=T0)
+    store = Store("sqlite://")
+    rec = store.create_rollout(policy, T0)
+    now = T0
+    for _ in range(len(live.ticks) + 50):
+        Engine(store, replica="fresh").tick(rec.id, now)  # a new process every tick
+        if not store.get(rec.id).active:
+            break
+        now += policy.spec.analysis.interval
+    rebuilt = store.ticks(rec.id)
+
+    def decisions(ticks):
+        return [(t.seq, t.action, t.decision, t.reason, t.weight_after, t.verdicts,
+                 t.judge_state) for t in ticks]
+
+    assert live.phase is not Phase.PENDING and len(live.ticks) > 3
+    assert decisions(rebuilt) == decisions(live.ticks)

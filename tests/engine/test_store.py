@@ -43,6 +43,34 @@ def test_schema_is_versioned_and_reopens(store):
     again.dispose()
 
 
+def test_version_1_database_is_migrated_to_fencing(store):
+    """A store of schema version 1 (before fencing: rebuilt here by dropping what version 2
+    added) is upgraded in place: its finished runs count as settled, its running ones get
+    claimed like any other."""
+    done = store.create_rollout(make_policy(name="old-done"), T0)
+    running = store.create_rollout(make_policy(name="old-running"), T0)
+    final = RolloutState(phase=Phase.SUCCEEDED, reason="done")
+    store.commit_tick(_tick(done.id, 1, done.state, final))
+    table = (lambda t: f'"{store.schema}".{t}') if store.schema else (lambda t: t)
+    with store.engine.begin() as c:
+        for t, col in (("rollouts", "fence_epoch"), ("rollouts", "settled_seq"),
+                       ("rollouts", "policy_rev"), ("ticks", "fence_epoch")):
+            c.exec_driver_sql(f"ALTER TABLE {table(t)} DROP COLUMN {col}")
+        c.exec_driver_sql(f"DROP TABLE {table('fencing')}")
+        c.execute(update(schema_version).values(version=1))
+    again = Store(store.url, schema=store.schema)
+    try:
+        assert again.migrate() == SCHEMA_VERSION == 2
+        assert again.get(done.id).settled_seq == 1 and not again.get(done.id).unsettled
+        assert [r.id for r in again.schedulable()] == [running.id]
+        claim = again.claim(running.id, "r1")
+        assert claim.epoch == 1 and again.get(running.id).fence_epoch == 1
+        again.commit_tick(_tick(running.id, 1, running.state, running.state, epoch=1))
+        assert again.ticks(running.id)[0].fence_epoch == 1
+    finally:
+        again.dispose()
+
+
 def test_newer_schema_is_refused(store):
     with store.engine.begin() as c:
         c.execute(update(schema_version).values(version=SCHEMA_VERSION + 1))

@@ -17,10 +17,8 @@ written as Markdown (docs/reliability.md carries a copy).
 from __future__ import annotations
 
 import contextlib
-import glob
 import itertools
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -37,6 +35,7 @@ import requests
 
 from analyzer.core.rollout import Phase
 from analyzer.daemon.store import Store
+from analyzer.demo.local_postgres import LocalPostgres, PostgresMissing
 from analyzer.policy import Policy
 from analyzer.routers.factory import build_router
 from tests.engine.conftest import Daemon, daemon_env, free_port, wait_for
@@ -50,7 +49,7 @@ from tests.support.kube_objects import ClusterObjects, ObjectHistory
 SOAK = os.environ.get("CANARY_SOAK") == "1"
 NS = "shop"
 
-__all__ = ["SOAK", "Daemon", "daemon_env", "free_port", "wait_for"]
+__all__ = ["CHAOS_TABLE", "SOAK", "Daemon", "daemon_env", "free_port", "wait_for"]
 
 
 # --------------------------------------------------------------------------- the ledger
@@ -87,6 +86,7 @@ class FaultLedger:
 
 
 LEDGER = pytest.StashKey[FaultLedger]()
+CHAOS_TABLE = pytest.StashKey[str]()  # the fencing chaos test's audit (test_fencing_chaos.py)
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +102,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
     terminalreporter.write_sep("=", "fault suite" + (" (soak)" if SOAK else ""))
     for line in book.markdown().splitlines():
         terminalreporter.write_line(line)
+    chaos = config.stash.get(CHAOS_TABLE, None)
+    if chaos:
+        terminalreporter.write_line("")
+        terminalreporter.write_line("router writes audited against the decision log (chaos):")
+        for line in chaos.splitlines():
+            terminalreporter.write_line(line)
     target = os.environ.get("CANARY_FAULTS_TABLE")
     if target:
         Path(target).write_text(book.markdown())
@@ -435,46 +441,15 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-class PgCluster:
-    """A throwaway PostgreSQL cluster of its own (initdb + pg_ctl on a free port in a temp
-    dir), so the suite can stop and start it without touching the shared server."""
+class PgCluster(LocalPostgres):
+    """A throwaway PostgreSQL cluster of its own (analyzer/demo/local_postgres.py), so the
+    suite can stop and start it without touching the shared server."""
 
     def __init__(self) -> None:
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        if not bins:
-            pytest.fail("the PostgreSQL fault cases need the server binaries (initdb, pg_ctl) "
-                        f"under /usr/lib/postgresql/*/bin: {requires.HOW}", pytrace=False)
-        self.bindir = Path(bins[-1]).parent
-        self.root = Path(tempfile.mkdtemp(prefix="canary-faults-pg-"))
-        self.data = self.root / "data"
-        self.port = free_port()
-        self._user: list[str] = []
-        if os.geteuid() == 0:  # initdb refuses to run as root
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.root, pw.pw_uid, pw.pw_gid)
-            self._user = ["runuser", "-u", "postgres", "--"]
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                  "--no-sync", "-E", "UTF8")
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, tool: str, *args: str) -> None:
-        proc = subprocess.run([*self._user, str(self.bindir / tool), *args],
-                              capture_output=True, text=True, timeout=120, check=False)
-        if proc.returncode != 0:
-            raise AssertionError(f"{tool} failed: {proc.stderr or proc.stdout}")
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "pg.log"), "-w",
-                  "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off -c synchronous_commit=off", "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def destroy(self) -> None:
-        with contextlib.suppress(AssertionError):
-            self.stop("immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            super().__init__(prefix="canary-faults-pg-")
+        except PostgresMissing as e:
+            pytest.fail(f"the PostgreSQL fault cases need {e}: {requires.HOW}", pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -91,12 +91,13 @@ def write_policy(path: Path, policy: Policy) -> Path:
 
 
 class CountingSession(requests.Session):
-    """A real requests.Session that counts the HTTP requests it sends."""
+    """A real requests.Session that counts the HTTP requests it sends (`send` sees them all:
+    the library's `request` calls and the source's prepared instant queries alike)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[str] = []
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        self.sent.append(str(url))
-        return super().request(method, url, *args, **kwargs)
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+        self.sent.append(str(request.url))
+        return super().send(request, **kwargs)

@@ -132,6 +132,7 @@ class ObjectHistory:
         self._objects, self._name = objects, name
         self._path = objects.path(api_version, kind)
         self._versions = [copy.deepcopy(first)]
+        self._arrived = [time.monotonic()]  # when each version reached this watch
         self._rv = first["metadata"]["resourceVersion"]
         self._error: str | None = None
         self._lock = threading.Lock()
@@ -154,6 +155,12 @@ class ObjectHistory:
                 raise AssertionError(f"the watch of {self._path}/{self._name} is {settle:g} s "
                                      "behind the object")
             return copy.deepcopy(self._versions)
+
+    def timed_versions(self, settle: float = 5.0) -> list[tuple[float, Obj]]:
+        """`versions()` with the monotonic time each one reached the watch."""
+        versions = self.versions(settle)
+        with self._lock:
+            return list(zip(self._arrived[:len(versions)], versions, strict=True))
 
     def stop(self) -> None:
         """Stop watching (the blocked read is woken by shutting its socket down)."""
@@ -228,3 +235,4 @@ class ObjectHistory:
             self._rv = obj["metadata"]["resourceVersion"]
             if kind in ("ADDED", "MODIFIED", "DELETED"):
                 self._versions.append(obj)
+                self._arrived.append(time.monotonic())

@@ -1,6 +1,7 @@
 """The decision log and rollout state: one SQL store, SQLite (default) or PostgreSQL (several
 replicas). store.py reads and writes, tables.py is the schema, records.py what it returns,
-errors.py what can go wrong, urls.py database URLs, codec.py its JSON.
+errors.py what can go wrong, urls.py database URLs, codec.py its JSON, tickpath.py the tick's
+own read and fenced commit, claims and settling.
 
 Names are imported lazily (PEP 562), so `from analyzer.daemon.store.urls import DEFAULT_DB`
 or a CLI command's `--help` does not load SQLAlchemy.
@@ -15,15 +16,17 @@ _HOME = {
     "InvalidCommand": "errors", "NotFound": "errors", "RolloutExists": "errors",
     "StoreError": "errors", "StoreUnavailable": "errors", "TickConflict": "errors",
     "CommandRecord": "records", "EventRow": "records", "LastDecision": "records",
-    "RolloutRecord": "records",
-    "TickRecord": "records", "TickRow": "records", "WeightChange": "records",
+    "RolloutRecord": "records", "Claim": "records", "RolloutBrief": "records",
+    "TickRecord": "records", "TickRow": "records", "TickView": "records",
+    "WeightChange": "records",
     "Store": "store", "lock_key": "store", "SCHEMA_VERSION": "tables",
     "DEFAULT_DB": "urls", "redact_url": "urls",
 }
 __all__ = [
-    "DEFAULT_DB", "SCHEMA_VERSION", "CommandRecord", "EventRow", "InvalidCommand", "LastDecision",
-    "NotFound", "RolloutExists", "RolloutRecord", "Store", "StoreError", "StoreUnavailable",
-    "TickConflict", "TickRecord", "TickRow", "WeightChange", "lock_key", "redact_url",
+    "DEFAULT_DB", "SCHEMA_VERSION", "Claim", "CommandRecord", "EventRow", "InvalidCommand",
+    "LastDecision", "NotFound", "RolloutBrief", "RolloutExists", "RolloutRecord", "Store",
+    "StoreError", "StoreUnavailable", "TickConflict", "TickRecord", "TickRow", "TickView",
+    "WeightChange", "lock_key", "redact_url",
 ]
 
 if TYPE_CHECKING:
@@ -36,12 +39,15 @@ if TYPE_CHECKING:
         TickConflict,
     )
     from analyzer.daemon.store.records import (
+        Claim,
         CommandRecord,
         EventRow,
         LastDecision,
+        RolloutBrief,
         RolloutRecord,
         TickRecord,
         TickRow,
+        TickView,
         WeightChange,
     )
     from analyzer.daemon.store.store import Store, lock_key

@@ -16,8 +16,27 @@ from analyzer.util.times import as_utc, iso
 # --------------------------------------------------------------------------- records
 
 
+class _RunEnd:
+    """Where a run is in its life, for the records that carry its state, `tick_seq` and
+    `settled_seq`."""
+
+    state: RolloutState
+    tick_seq: int
+    settled_seq: int | None
+
+    @property
+    def active(self) -> bool:
+        return not self.state.phase.terminal
+
+    @property
+    def unsettled(self) -> bool:
+        """Finished, and its router not yet checked against the final state by an owner."""
+        return self.state.phase.terminal and (self.settled_seq is None
+                                              or self.settled_seq < self.tick_seq)
+
+
 @dataclass(frozen=True)
-class RolloutRecord:
+class RolloutRecord(_RunEnd):
     id: int
     name: str
     generation: int
@@ -32,14 +51,13 @@ class RolloutRecord:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    fence_epoch: int = 0  # the epoch of the replica that owns the run now
+    settled_seq: int | None = None  # finished runs: router checked at this tick
+    policy_rev: int = 0  # bumped by every change of `policy`
 
     @property
     def phase(self) -> Phase:
         return self.state.phase
-
-    @property
-    def active(self) -> bool:
-        return not self.state.phase.terminal
 
     def load_policy(self) -> Policy:
         return Policy.model_validate(self.policy)
@@ -89,6 +107,59 @@ class TickRecord:
     duration_ms: int | None = None
     weight_cause: str | None = None  # set when traffic changed
     events: tuple[tuple[str, str], ...] = ()  # (kind, message)
+    epoch: int | None = None  # commit only while the run's fence epoch is this (None: any)
+
+
+@dataclass(frozen=True)
+class TickView(_RunEnd):
+    """What a tick reads, in one transaction: the run's state and its oldest pending command.
+    The judge state stays encoded until asked for (a live judge in memory usually makes it
+    unnecessary); the policy is not read at all (the engine keeps it per run)."""
+
+    id: int
+    name: str
+    state: RolloutState
+    tick_seq: int
+    last_t1: datetime | None
+    fence_epoch: int
+    settled_seq: int | None
+    judge_state_text: str | None
+    command: CommandRecord | None
+    policy_rev: int = 0
+
+    @property
+    def judge_state(self) -> dict[str, Any] | None:
+        value: dict[str, Any] | None = loads(self.judge_state_text)
+        return value
+
+
+@dataclass(frozen=True)
+class RolloutBrief:
+    """A run as the scheduler's sync pass sees it (no policy, no judge state decoded)."""
+
+    id: int
+    name: str
+    phase: Phase
+    tick_seq: int
+    settled_seq: int | None
+
+    @property
+    def active(self) -> bool:
+        return not self.phase.terminal
+
+    @property
+    def unsettled(self) -> bool:
+        return self.phase.terminal and (self.settled_seq is None
+                                        or self.settled_seq < self.tick_seq)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A replica's ownership of a run, as the store handed it out (`Store.claim`)."""
+
+    rollout_id: int
+    epoch: int
+    store_id: str
 
 
 @dataclass(frozen=True)
@@ -117,6 +188,7 @@ class TickRow:
     command: str | None
     replica: str | None
     duration_ms: int | None
+    fence_epoch: int | None = None  # the owner's epoch it was committed under
 
     def to_json(self, *, full: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -199,6 +271,7 @@ def rollout_from_row(row: Any) -> RolloutRecord:
         created_at=as_utc(row.created_at),  # type: ignore[arg-type]
         updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
         finished_at=as_utc(row.finished_at),
+        fence_epoch=row.fence_epoch, settled_seq=row.settled_seq, policy_rev=row.policy_rev,
     )
 
 
@@ -211,4 +284,5 @@ def tick_from_row(r: Any) -> TickRow:
         samples=loads(r.samples), verdicts=loads(r.verdicts) or [],
         decision_detail=loads(r.decision_detail), judge_state=loads(r.judge_state),
         gate=loads(r.gate), command=r.command, replica=r.replica, duration_ms=r.duration_ms,
+        fence_epoch=r.fence_epoch,
     )

@@ -5,18 +5,24 @@ weight changes, events and manual commands.
 
 The tables are in tables.py, the records it returns in records.py.
 
-Crash consistency: a tick is committed in ONE transaction that advances `rollouts.tick_seq`
-from n to n+1 with a compare-and-set (`WHERE tick_seq = n`) and inserts tick n+1; a second
-attempt at the same tick (a restarted or competing replica) fails the compare-and-set and the
-unique constraint, so a tick is never applied twice.
+The tables are in tables.py, the records it returns in records.py, and the tick's own reads
+and writes (one read transaction, the fenced commit, claims and settling) in tickpath.py.
 
-SQLite (default, a file) runs in WAL mode with `BEGIN IMMEDIATE` so the CLI and the daemon
-can write the same file; PostgreSQL is for several replicas.
+Crash consistency: a tick is committed in ONE transaction that advances `rollouts.tick_seq`
+from n to n+1 with a compare-and-set (`WHERE tick_seq = n AND fence_epoch = e`) and inserts
+tick n+1; a second attempt at the same tick (a restarted or competing replica) fails the
+compare-and-set and the unique constraint, so a tick is never applied twice, and a replica
+that lost the run to another (a newer epoch) cannot commit at all.
+
+SQLite (default, a file) runs in WAL mode; write transactions take the write lock up front
+(`BEGIN IMMEDIATE`) so the CLI and the daemon can write the same file, reads do not (a
+deferred `BEGIN`). PostgreSQL is for several replicas.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,14 +51,12 @@ from analyzer.daemon.store.errors import (
     RolloutExists,
     StoreError,
     StoreUnavailable,
-    TickConflict,
 )
 from analyzer.daemon.store.records import (
     CommandRecord,
     EventRow,
     LastDecision,
     RolloutRecord,
-    TickRecord,
     TickRow,
     WeightChange,
     rollout_from_row,
@@ -63,12 +67,14 @@ from analyzer.daemon.store.tables import (
     SCHEMA_VERSION,
     commands,
     events,
+    init_fencing,
     metadata,
     rollouts,
     schema_version,
     ticks,
     weight_changes,
 )
+from analyzer.daemon.store.tickpath import TickPath
 from analyzer.daemon.store.urls import normalize_url, redact_url, resolve_url, sqlite_file
 from analyzer.policy import Policy
 from analyzer.util.times import as_utc
@@ -76,7 +82,17 @@ from analyzer.util.times import as_utc
 # --------------------------------------------------------------------------- the store
 
 
-class Store:
+#: Read transactions carry this execution option: on SQLite they begin without the write lock.
+READ_ONLY = "canary_read_only"
+
+
+def application_name(role: str = "canary-analyzer") -> str:
+    """What PostgreSQL shows for this process's connections (pg_stat_activity): the role and
+    host:pid, so an operator (or the chaos test) can tell replicas apart."""
+    return f"{role} {socket.gethostname()}:{os.getpid()}"[:63]
+
+
+class Store(TickPath):
     """The engine's database. Thread-safe (one SQLAlchemy Engine with a pool)."""
 
     def __init__(self, url: str | None = None, *, schema: str | None = None,
@@ -104,7 +120,8 @@ class Store:
                 kwargs["poolclass"] = StaticPool
         else:
             kwargs["pool_pre_ping"] = True
-            kwargs["connect_args"] = {"connect_timeout": 10}
+            kwargs["connect_args"] = {"connect_timeout": 10,
+                                      "application_name": application_name()}
         engine = create_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             _sqlite_setup(engine)
@@ -149,6 +166,7 @@ class Store:
                 row = conn.execute(select(schema_version.c.version)).first()
                 if row is None:
                     metadata.create_all(conn)
+                    init_fencing(conn)
                     conn.execute(insert(schema_version).values(
                         id=1, version=SCHEMA_VERSION, applied_at=datetime.now(UTC)))
                     return SCHEMA_VERSION
@@ -195,6 +213,23 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 yield conn
+        except OperationalError as e:
+            raise StoreUnavailable(f"database {self.url_redacted}: {_short(e)}") from None
+
+    @contextmanager
+    def _read_tx(self, *, single: bool = False) -> Iterator[Connection]:
+        """A transaction that only reads (on SQLite: no write lock, so readers never queue
+        behind each other or block the CLI). `single`: the caller runs one statement, which is
+        consistent on its own: on PostgreSQL it runs without BEGIN and COMMIT (one round trip
+        instead of three)."""
+        try:
+            with self.engine.connect() as conn:
+                if single and self.dialect == "postgresql":
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                else:
+                    conn.execution_options(**{READ_ONLY: True})
+                with conn.begin():
+                    yield conn
         except OperationalError as e:
             raise StoreUnavailable(f"database {self.url_redacted}: {_short(e)}") from None
 
@@ -246,7 +281,8 @@ class Store:
         adopts it from the run's next step (Engine.tick). Versions stay the run's."""
         with self._tx() as conn:
             conn.execute(update(rollouts).where(rollouts.c.id == rollout_id)
-                         .values(policy=dumps(policy.model_dump(mode="json"))))
+                         .values(policy=dumps(policy.model_dump(mode="json")),
+                                 policy_rev=rollouts.c.policy_rev + 1))
 
     def ensure_rollout(self, policy: Policy, now: datetime) -> RolloutRecord | None:
         """Create generation 1 of `policy` unless any run of it exists (what `canary run
@@ -286,7 +322,7 @@ class Store:
         return rollout_from_row(row)
 
     def get(self, rollout_id: int) -> RolloutRecord:
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             row = conn.execute(select(rollouts).where(rollouts.c.id == rollout_id)).first()
         if row is None:
             raise NotFound(f"no rollout with id {rollout_id}")
@@ -294,7 +330,7 @@ class Store:
 
     def latest(self, name: str) -> RolloutRecord:
         """The newest run of the policy `name`."""
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             row = conn.execute(
                 select(rollouts).where(rollouts.c.name == name)
                 .order_by(rollouts.c.generation.desc()).limit(1)
@@ -305,7 +341,7 @@ class Store:
 
     def run(self, name: str, generation: int) -> RolloutRecord:
         """Run number `generation` of the policy `name` (past runs stay readable)."""
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             row = conn.execute(
                 select(rollouts).where(rollouts.c.name == name,
                                        rollouts.c.generation == generation)
@@ -317,14 +353,14 @@ class Store:
 
     def generations(self, name: str) -> list[int]:
         """The run numbers of the policy `name`, newest first."""
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             rows = conn.execute(select(rollouts.c.generation).where(rollouts.c.name == name)
                                 .order_by(rollouts.c.generation.desc())).all()
         return [int(r[0]) for r in rows]
 
     def list_rollouts(self, *, active_only: bool = False,
                       all_generations: bool = False) -> list[RolloutRecord]:
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             q = select(rollouts)
             if not all_generations:
                 newest = (select(rollouts.c.name, func.max(rollouts.c.generation).label("g"))
@@ -338,72 +374,9 @@ class Store:
 
     # -- ticks ---------------------------------------------------------------------------
 
-    def commit_tick(self, rec: TickRecord) -> None:
-        """Commit one tick atomically; TickConflict when tick `rec.seq` exists already."""
-        now = rec.scheduled_at
-        after = rec.state_after
-        values: dict[str, Any] = {
-            "tick_seq": rec.seq, "phase": str(after.phase), "step": after.step,
-            "weight": after.weight, "state": dumps(after.to_json()), "reason": after.reason,
-            "owner": rec.replica, "updated_at": now,
-        }
-        if rec.judge_state is not None:
-            values["judge_state"] = dumps(rec.judge_state)
-        if rec.t1 is not None:
-            values["last_t1"] = rec.t1
-        if after.phase.terminal and not rec.state_before.phase.terminal:
-            values["finished_at"] = now
-        decision = rec.decision or {}
-        detail = {k: v for k, v in decision.items() if k != "checks"} if decision else None
-        try:
-            with self._tx() as conn:
-                res = conn.execute(
-                    update(rollouts)
-                    .where(rollouts.c.id == rec.rollout_id, rollouts.c.tick_seq == rec.seq - 1)
-                    .values(**values)
-                )
-                if res.rowcount != 1:
-                    raise TickConflict(
-                        f"tick {rec.rollout_id}:{rec.seq} was already committed elsewhere")
-                conn.execute(insert(ticks).values(
-                    rollout_id=rec.rollout_id, seq=rec.seq, scheduled_at=rec.scheduled_at,
-                    t0=rec.t0, t1=rec.t1,
-                    phase_before=str(rec.state_before.phase), phase_after=str(after.phase),
-                    step_before=rec.state_before.step, step_after=after.step,
-                    weight_before=rec.state_before.weight, weight_after=after.weight,
-                    action=rec.action, decision=decision.get("decision"),
-                    reason=rec.reason, samples=dumps(rec.samples),
-                    verdicts=dumps(decision.get("checks", [])), decision_detail=dumps(detail),
-                    judge_state=dumps(rec.judge_state), gate=dumps(rec.gate),
-                    command=rec.command, replica=rec.replica, duration_ms=rec.duration_ms,
-                    created_at=datetime.now(UTC),
-                ))
-                if rec.state_before.traffic != after.traffic:
-                    conn.execute(insert(weight_changes).values(
-                        rollout_id=rec.rollout_id, tick_seq=rec.seq, at=now,
-                        weight_before=rec.state_before.weight, weight_after=after.weight,
-                        traffic=dumps(after.traffic.to_json()),
-                        cause=rec.weight_cause or rec.action,
-                    ))
-                for kind, message in rec.events:
-                    conn.execute(insert(events).values(
-                        rollout_id=rec.rollout_id, tick_seq=rec.seq, at=now, kind=kind,
-                        message=message))
-                if rec.command_id is not None:
-                    res = conn.execute(
-                        update(commands)
-                        .where(commands.c.id == rec.command_id, commands.c.consumed_at.is_(None))
-                        .values(consumed_at=now, consumed_seq=rec.seq, result=rec.reason)
-                    )
-                    if res.rowcount != 1:
-                        raise TickConflict(f"command {rec.command_id} was already consumed")
-        except IntegrityError:
-            raise TickConflict(
-                f"tick {rec.rollout_id}:{rec.seq} was already committed elsewhere") from None
-
     def ticks(self, rollout_id: int, *, since_seq: int = 0,
               limit: int | None = None) -> list[TickRow]:
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             q = (select(ticks).where(ticks.c.rollout_id == rollout_id, ticks.c.seq > since_seq)
                  .order_by(ticks.c.seq))
             if limit is not None:
@@ -418,7 +391,7 @@ class Store:
         newest = (select(ticks.c.rollout_id, func.max(ticks.c.seq).label("seq"))
                   .where(ticks.c.rollout_id.in_(rollout_ids), ticks.c.decision.is_not(None))
                   .group_by(ticks.c.rollout_id).subquery())
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             rows = conn.execute(
                 select(ticks.c.rollout_id, ticks.c.seq, ticks.c.scheduled_at, ticks.c.decision,
                        ticks.c.reason)
@@ -428,7 +401,7 @@ class Store:
                                            r.decision, r.reason) for r in rows}
 
     def weight_changes(self, rollout_id: int) -> list[WeightChange]:
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             rows = conn.execute(select(weight_changes)
                                 .where(weight_changes.c.rollout_id == rollout_id)
                                 .order_by(weight_changes.c.id)).all()
@@ -436,7 +409,7 @@ class Store:
                              loads(r.traffic), r.cause) for r in rows]
 
     def events(self, rollout_id: int) -> list[EventRow]:
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             rows = conn.execute(select(events).where(events.c.rollout_id == rollout_id)
                                 .order_by(events.c.id)).all()
         return [EventRow(r.tick_seq, as_utc(r.at), r.kind, r.message) for r in rows]  # type: ignore[arg-type]
@@ -489,7 +462,7 @@ class Store:
         return rec, cid, True
 
     def pending_command(self, rollout_id: int) -> CommandRecord | None:
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             row = conn.execute(
                 select(commands)
                 .where(commands.c.rollout_id == rollout_id, commands.c.consumed_at.is_(None))
@@ -501,7 +474,7 @@ class Store:
                              as_utc(row.requested_at))  # type: ignore[arg-type]
 
     def pending_commands(self, rollout_id: int) -> list[CommandRecord]:
-        with self._tx() as conn:
+        with self._read_tx() as conn:
             rows = conn.execute(
                 select(commands)
                 .where(commands.c.rollout_id == rollout_id, commands.c.consumed_at.is_(None))
@@ -547,7 +520,10 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY)
+        # Straight to the driver: a statement through SQLAlchemy costs more than the BEGIN.
+        conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+            "BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _short(e: Exception) -> str:

@@ -9,11 +9,15 @@ Tables:
 - `weight_changes`, `events`: what moved and why (including restarts' reconciliations);
 - `commands`: manual promote/abort/pause/resume, queued by the CLI or the HTTP API and consumed
   by the next tick inside its transaction (so a command is applied exactly once);
+- `fencing`: one row: this store's identity and the last fencing epoch handed out (every
+  take-over of a rollout gets the next one; `rollouts.fence_epoch` holds the current owner's,
+  and a tick commits only under it: analyzer/routers/fence.py, docs/engine.md);
 - `schema_version`: one row; `migrate()` upgrades older databases step by step.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from sqlalchemy import (
@@ -27,9 +31,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    insert,
+    text,
 )
+from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -60,6 +67,14 @@ rollouts = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
+    # The fencing epoch of the replica that owns the run now (Store.claim); commits need it.
+    Column("fence_epoch", Integer, nullable=False, default=0, server_default="0"),
+    # Finished runs: the tick at which the owner last made the router agree with the final
+    # state (None: not yet; the owner of an unsettled finished run repairs its router).
+    Column("settled_seq", Integer),
+    # Bumped by every change of `policy` (Store.update_policy): a tick compares a number, not
+    # the policy document, to see the change.
+    Column("policy_rev", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("name", "generation", name="uq_rollouts_name_generation"),
 )
 Index("ix_rollouts_phase", rollouts.c.phase)
@@ -88,6 +103,7 @@ ticks = Table(
     Column("gate", Text),  # JSON: webhook answers
     Column("command", String(16)),
     Column("replica", String(128)),
+    Column("fence_epoch", Integer),  # the epoch the tick was committed under
     Column("duration_ms", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("rollout_id", "seq", name="uq_ticks_rollout_seq"),
@@ -130,6 +146,44 @@ commands = Table(
 )
 Index("ix_commands_pending", commands.c.rollout_id, commands.c.consumed_at)
 
+fencing = Table(
+    "fencing", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("store_id", String(32), nullable=False),  # tokens of other stores never compare
+    Column("last_epoch", Integer, nullable=False),
+)
+
+
+def new_store_id() -> str:
+    return secrets.token_hex(8)
+
+
+def init_fencing(conn: Connection) -> None:
+    """The `fencing` row of a new (or newly migrated) store."""
+    conn.execute(insert(fencing).values(id=1, store_id=new_store_id(), last_epoch=0))
+
+
+def _migrate_1_to_2(conn: Connection) -> None:
+    """Fencing: the owner's epoch on rollouts and ticks, settled finished runs, the counter;
+    the policy's revision number."""
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+
+    def table(name: str) -> str:
+        return f'"{schema}"."{name}"' if schema else name
+
+    conn.execute(text(f"ALTER TABLE {table('rollouts')} "
+                      "ADD COLUMN fence_epoch INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text(f"ALTER TABLE {table('rollouts')} ADD COLUMN settled_seq INTEGER"))
+    conn.execute(text(f"ALTER TABLE {table('rollouts')} "
+                      "ADD COLUMN policy_rev INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text(f"ALTER TABLE {table('ticks')} ADD COLUMN fence_epoch INTEGER"))
+    # Runs that finished before fencing existed are left as they are.
+    conn.execute(text(f"UPDATE {table('rollouts')} SET settled_seq = tick_seq WHERE phase IN "
+                      "('succeeded', 'rolled_back', 'failed')"))
+    metadata.create_all(conn, tables=[fencing])
+    init_fencing(conn)
+
+
 #: Migrations from version v to v+1: functions run inside one transaction. Version 1 is the
-#: initial schema (created by metadata.create_all); add `2: _migrate_1_to_2` and so on.
-MIGRATIONS: dict[int, Any] = {}
+#: initial schema (created by metadata.create_all).
+MIGRATIONS: dict[int, Any] = {2: _migrate_1_to_2}

@@ -28,6 +28,7 @@ import urllib3
 
 from analyzer.routers.arguments import KEEP, check_match, check_mirror, check_weight
 from analyzer.routers.base import RouterError
+from analyzer.routers.fence import Fence
 from analyzer.routers.kube.discovery import Discovery
 from analyzer.routers.kube.inputs import api_client_from_config
 
@@ -158,6 +159,9 @@ class KubeObjects:
         self._apis: dict[str, Any] = {}
         self.discovery = Discovery(self._client, request_timeout)
         self._notes: dict[tuple[str, str, str, str], str] = {}  # why a version is a guess
+        # Set by the engine for each tick (analyzer/routers/fence.py): every write below
+        # checks the lease and carries the fencing token; None (the CLI) writes unfenced.
+        self.fence: Fence | None = None
 
     # ------------------------------------------------------------------ raw API access
 
@@ -306,6 +310,8 @@ class KubeObjects:
             wanted = copy.deepcopy(current)
             with shape_errors(ref.as_read(current), "nothing was applied"):
                 mutate(wanted)
+            if self.fence is not None:
+                self.fence.stamp_object(str(ref), current, wanted)
             if wanted == current:
                 return None
             if self.dry_run:
@@ -319,6 +325,8 @@ class KubeObjects:
                     problem = check(self._call(ref, "patch", patch, server_dry_run=True))
                     if problem:
                         raise RouterError(f"{ref}: {problem}; nothing was applied")
+                if self.fence is not None:
+                    self.fence.check_lease(str(ref))
                 written = self._call(ref, "patch", patch)
             except ApiException as e:
                 if e.status == 409:
@@ -343,9 +351,14 @@ class KubeObjects:
         from kubernetes.client.exceptions import ApiException
 
         ref = self.resolve(ref)
+        if self.fence is not None:
+            body = copy.deepcopy(body)
+            self.fence.stamp_object(str(ref), None, body)
         if self.dry_run:
             return self._record(ref, body)
         try:
+            if self.fence is not None:
+                self.fence.check_lease(str(ref))
             written = self._call(ref, "create", body)
         except ApiException as e:
             if e.status == 409:
@@ -425,6 +438,15 @@ class KubeRouter:
 
     def __init__(self, objects: KubeObjects) -> None:
         self.objects = objects
+
+    @property
+    def fence(self) -> Fence | None:
+        """The fence every write of this router checks (on its objects' write path)."""
+        return self.objects.fence
+
+    @fence.setter
+    def fence(self, fence: Fence | None) -> None:
+        self.objects.fence = fence
 
     @property
     def last_applied(self) -> list[dict[str, Any]]:

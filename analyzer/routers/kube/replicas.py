@@ -26,6 +26,7 @@ from analyzer.policy import KubernetesRouter as KubernetesConfig
 from analyzer.policy import Policy
 from analyzer.routers.arguments import check_match, check_mirror, check_weight
 from analyzer.routers.base import RouterError, TrafficSplit
+from analyzer.routers.fence import Fenced
 from analyzer.routers.kube.objects import KubeObjects, KubeRouter, ObjectRef
 
 PERMISSIONS = (("apps", "deployments", ("get", "patch")),)
@@ -98,6 +99,8 @@ class KubernetesRouter(KubeRouter):
         for ref, old, new in plan:
             try:
                 self._scale(ref, new)
+            except Fenced:
+                raise  # a later owner writes both: no undo (it would be refused as well)
             except RouterError as e:
                 undo_errors = []
                 for done_ref, done_old in done:

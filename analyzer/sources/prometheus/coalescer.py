@@ -1,6 +1,8 @@
 """Query coalescing: rollouts that share a Prometheus and a query shape (selection.py's
 `Layout`) share one query per metric per tick, grouped by (namespace, service, version), so a
-tick's cost does not grow with the number of rollouts.
+tick's cost does not grow with the number of rollouts: each rollout reads its own rows of the
+shared answer through an index built once per answer (`MetricResult.rows_of`), not by looking
+at every row.
 """
 
 from __future__ import annotations
@@ -23,6 +25,26 @@ class MetricResult:
     counts: Mapping[tuple[str, ...], int] | None
     queries: tuple[str, ...]
     error: str | None = None
+    # rows by Layout.owner, built by the first rollout that reads the answer
+    _index: dict[Any, list[tuple[tuple[str, ...], int]]] = field(
+        default_factory=dict, compare=False, repr=False)
+    _indexed: threading.Event = field(default_factory=threading.Event, compare=False,
+                                      repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    def rows_of(self, layout: Layout, member: Member) -> list[tuple[tuple[str, ...], int]]:
+        """The (group key, count) rows that may be `member`'s (Layout.role decides): a look-up
+        in an index of the answer by (namespace, service), built once for every rollout
+        sharing it."""
+        if not self.counts:
+            return []
+        if not self._indexed.is_set():
+            with self._lock:
+                if not self._indexed.is_set():
+                    for key, n in self.counts.items():
+                        self._index.setdefault(layout.owner(key), []).append((key, n))
+                    self._indexed.set()
+        return [row for owner in layout.owners(member) for row in self._index.get(owner, ())]
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,7 @@ class _Entry:
     result: MetricResult | None = None
     served: set[Member] = field(default_factory=set)
     earlier: frozenset[Member] = frozenset()  # served by earlier answers for the same tick
+    unread: int = 0  # members that have not read the result yet (0: the result is let go)
 
 
 class QueryCoalescer:
@@ -65,6 +88,10 @@ class QueryCoalescer:
     are left out: with every slice in every query, each query would cost Prometheus (and the
     parsing) O(all rollouts) while serving only those ticking together.
     A slice left out that asks after all simply runs its own query.
+
+    An answer is let go as soon as every rollout in its query has read it (the entry, small,
+    stays until `ttl` for the bookkeeping above): ten thousand rollouts would otherwise keep
+    several rounds of answers alive.
     """
 
     def __init__(self, ttl: float = 120.0) -> None:
@@ -116,8 +143,9 @@ class QueryCoalescer:
             if entry is None or member not in entry.members or member in entry.served:
                 # those earlier answers for this very tick served will not ask again
                 done = entry.earlier | entry.served if entry is not None else frozenset()
-                entry = _Entry(members=(group.may_ask(window) - done) | {member}, created=now,
-                               earlier=done)
+                members = (group.may_ask(window) - done) | {member}
+                entry = _Entry(members=members, created=now, earlier=done,
+                               unread=len(members))
                 self._cache[cache_key] = entry
                 self._created.append((now, cache_key, entry))
                 leader = True
@@ -126,17 +154,22 @@ class QueryCoalescer:
                 leader = False
             entry.served.add(member)
             group.asked(member, window)
-        if not leader:
+        if leader:
+            try:
+                entry.result = execute(entry.members)
+            except Exception as e:  # never leave waiters hanging; the caller: no-data
+                entry.result = MetricResult(None, (), f"internal error: {type(e).__name__}: {e}")
+            finally:
+                entry.event.set()
+        else:
             entry.event.wait()
-            assert entry.result is not None
-            return entry.result
-        try:
-            entry.result = execute(entry.members)
-        except Exception as e:  # never leave waiters hanging; the caller turns this into no-data
-            entry.result = MetricResult(None, (), f"internal error: {type(e).__name__}: {e}")
-        finally:
-            entry.event.set()
-        return entry.result
+        with self._lock:
+            result = entry.result
+            entry.unread -= 1
+            if entry.unread <= 0:
+                entry.result = None  # every member has it: let the answer go
+        assert result is not None
+        return result
 
     def _evict(self, now: float) -> None:
         # oldest first, so each get costs only what expired (not a scan of the whole cache)

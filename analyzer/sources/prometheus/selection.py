@@ -127,6 +127,19 @@ class Layout:
         return _one_of(self.version_label, vals)
 
     # ------------------------------------------------------------------ the way back
+    def owner(self, key: tuple[str, ...]) -> tuple[str | None, str | None]:
+        """(namespace, service) of a group key as `role` reads them (None where this layout
+        has no such label): the rollouts that key can belong to, to index a shared answer."""
+        i = len(self.namespace_labels)
+        namespace = next((v for v in key[:i] if v), "") if i else None
+        return namespace, key[i] if self.service_label else None
+
+    def owners(self, member: Member) -> list[tuple[str | None, str | None]]:
+        """The `owner` values of every group key `member` may have (see `role`)."""
+        namespace = member.namespace if self.namespace_labels else None
+        services = member.services if self.service_label else (None,)
+        return [(namespace, s) for s in services]
+
     def role(self, key: tuple[str, ...], member: Member) -> Role | None:
         """'stable' / 'canary' when a group key (values of `group`) is this member's."""
         i = len(self.namespace_labels)
@@ -139,6 +152,9 @@ class Layout:
         value = key[i]
         if self.version_mode == "canary-flag":
             return "canary" if value else "stable"
+        if self.version_mode == "value":  # the matcher is an equality: no matcher built
+            return "stable" if value == member.stable else (
+                "canary" if value == member.canary else None)
         for role in ("stable", "canary"):
             wanted = self.version_matcher([member.value(role)])
             if wanted is not None and wanted.matches(value):

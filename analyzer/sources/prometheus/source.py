@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -198,9 +198,15 @@ class PrometheusMetricSource:
             return "stable"
         return "canary" if key[0] == self.target.canary else None
 
+    def _rows(self, result: MetricResult) -> Iterable[tuple[tuple[str, ...], int]]:
+        """This rollout's candidate rows of a (possibly shared) answer."""
+        if self.custom is not None:
+            return (result.counts or {}).items()
+        return result.rows_of(self.layout, self.member)
+
     def _per_version(self, result: MetricResult) -> dict[str, int]:
         out: dict[str, int] = {}
-        for key, n in (result.counts or {}).items():
+        for key, n in self._rows(result):
             role = self._role(key)
             if role is not None:
                 out[role] = out.get(role, 0) + n
@@ -212,7 +218,7 @@ class PrometheusMetricSource:
         else:
             scale = self.layout.latency_scale
         buckets: dict[str, dict[float, int]] = {}
-        for key, n in (result.counts or {}).items():
+        for key, n in self._rows(result):
             role = self._role(key[:-1])
             if role is None:
                 continue
