@@ -36,8 +36,9 @@ is applied twice. A finished rollout stays with its owner until one more tick ha
 router agree with its final state (`settle`).
 
 A new judge first reads the stable version's pre-rollout traffic, interval by interval over
-`analysis.baselineWindow` (`baseline_samples`): the statistics learn from it how bursty the
-service is, and the latency bounds come from it. Those intervals are recorded with the tick
+`analysis.baselineWindow` (`baseline_samples`; from Prometheus one range query per metric for
+all the intervals): the statistics learn from it how bursty the service is, and the latency
+bounds come from it. Those intervals are recorded with the tick
 that created the judge (its samples' `baseline`; the start tick has no window of its own), so
 `canary export` can write them for replays. A judge state written by an older statistics
 version cannot be continued: the analysis restarts at the current step with a fresh judge, and
@@ -76,7 +77,7 @@ from analyzer.daemon.traffic import Ownership, TrafficMoves
 from analyzer.policy import Policy
 from analyzer.routers.base import Router, RouterError
 from analyzer.routers.fence import Fenced
-from analyzer.sources.base import MetricSource
+from analyzer.sources.base import MetricSource, fetch_windows
 from analyzer.sources.replay import baseline_line
 
 log = logging.getLogger("analyzer.daemon.engine")
@@ -128,8 +129,9 @@ class _LoadedJudge:
 def baseline_samples(source: MetricSource, policy: Policy,
                      now: datetime) -> tuple[Histogram | None, list[Samples]]:
     """The stable version's traffic before `now`: one Samples per analysis interval over the
-    baseline window (`core.judge.baseline_windows`), oldest first, and the window's stable
-    latency histogram. Intervals without stable data are left out; a source never invents
+    baseline window (`core.judge.baseline_windows`, read with `sources.base.fetch_windows`: one
+    range query per metric for all of them from Prometheus), oldest first, and the window's
+    stable latency histogram. Intervals without stable data are left out; a source never invents
     zeros, so a stable VersionSample present in an answer is real data even when the canary
     (not deployed yet) has no series. A failing source (no data for either version) stops the
     reading at once: the judge then starts with what it has (docs/statistics.md, 3.1)."""
@@ -137,8 +139,7 @@ def baseline_samples(source: MetricSource, policy: Policy,
 
     windows = baseline_windows(policy, now)
     series: list[Samples] = []
-    for t0, t1 in windows:
-        s = source.fetch(t0, t1, canary_weight=0)
+    for s in fetch_windows(source, windows, canary_weight=0):
         if s.stable is None and s.canary is None and not s.ok:
             break  # the source is failing (each fetch would wait its timeouts): stop here
         if s.stable is not None:

@@ -82,10 +82,13 @@ class PrometheusClient:
             raise ValueError(f"the answer is not JSON ({e})") from None
         return result
 
-    def query_range(self, promql: str, start: int, end: int) -> list[dict[str, Any]]:
-        step = str(max(end - start, 1))
+    def query_range(self, promql: str, start: int, end: int,
+                    step: int | None = None) -> list[dict[str, Any]]:
+        """`promql` evaluated at start, start + step, ... end (default step: end - start, so
+        at both ends only)."""
+        every = str(step if step is not None else max(end - start, 1))
         return self._with_retries(lambda: self._prom.custom_query_range(
-            promql, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), step,
+            promql, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), every,
             params={"timeout": f"{self.timeout:g}s"},
         ))
 

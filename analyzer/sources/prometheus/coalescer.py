@@ -171,6 +171,16 @@ class QueryCoalescer:
         assert result is not None
         return result
 
+    def asked(self, key: BatchKey, member: Member, window: tuple[Any, Any]) -> None:
+        """`member` read `window` without a shared query (a range query of its own, such as
+        a judge's baseline): it is no longer new, and it is in step with the rollouts whose
+        windows end where this one ends. Without this a rollout that read its baseline at once
+        would stay "not asked yet" and be put into every query until its first tick."""
+        with self._lock:
+            group = self._groups.get(key)
+            if group is not None:
+                group.asked(member, window)
+
     def _evict(self, now: float) -> None:
         # oldest first, so each get costs only what expired (not a scan of the whole cache)
         while self._created and now - self._created[0][0] > self.ttl:

@@ -96,6 +96,18 @@ def fast_query(selectors: Sequence[str], group: Sequence[str], window_ms: int) -
     ])
 
 
+def rows_by_step(series: Sequence[Mapping[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """A range query's answer as the instant answers at each of its steps (by whole second):
+    a range query evaluates its expression at every step exactly as an instant query at that
+    time would, so each step's rows feed `counts_from_fast` as they are."""
+    steps: dict[int, list[dict[str, Any]]] = {}
+    for s in series:
+        metric = s.get("metric", {})
+        for ts, v in s.get("values", ()):
+            steps.setdefault(math.floor(float(ts)), []).append({"metric": metric, "value": [ts, v]})
+    return steps
+
+
 def counts_from_fast(
     rows: Sequence[Mapping[str, Any]], group: Sequence[str]
 ) -> tuple[dict[tuple[str, ...], int] | None, str | None]:

@@ -21,6 +21,13 @@ last scrape and its disappearance are invisible to any Prometheus reader; a coun
 and climbs past its old value between two scrapes hides the reset. Evaluation times are
 truncated to the whole second (so consecutive windows still tile and ticks in the same second
 can share queries).
+
+Consecutive windows of one length (a judge's baseline: one per analysis interval before the
+rollout) are read by `fetch_intervals` with one RANGE query per metric whose steps are the
+windows' ends: Prometheus evaluates the same five-part expression at every step exactly as the
+instant query at that time, so the counts are the same, for 3 queries instead of 3 per window
+(20 windows: 3 instead of 60; measured 4 ms against 188 ms for one service). A window with a
+reset or churn is then read on its own as above.
 """
 
 
@@ -29,8 +36,9 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import requests
@@ -53,6 +61,7 @@ from analyzer.sources.prometheus.exact import (
     fast_query,
     label_text,
     parse_le,
+    rows_by_step,
 )
 from analyzer.sources.prometheus.presets import get_preset
 from analyzer.sources.prometheus.promql import (
@@ -188,6 +197,46 @@ class PrometheusMetricSource:
                                f"{kind} query failed: {res.error}", queries)
         queries = tuple(q for k in kinds for q in results[k].queries)
         return self._assemble(t0, t1, canary_weight, results, queries)
+
+    def fetch_intervals(self, windows: Sequence[tuple[datetime, datetime]],
+                        canary_weight: float | None = None) -> list[Samples]:
+        """`fetch` of each window, for consecutive windows of one length: one range query per
+        metric for all of them (module docstring). A window the fast form cannot count exactly
+        (a counter reset, series churn) is fetched on its own; so is every window of a custom
+        template, or of windows that are not consecutive and of one length. A failed query
+        fails every window (as `fetch`, it stops at the first failing metric)."""
+        spans = [(math.floor(a.timestamp()), math.floor(b.timestamp())) for a, b in windows]
+        width = spans[0][1] - spans[0][0] if spans else 0
+        if (self.custom is not None or len(spans) < 2 or width <= 0
+                or any(b - a != width or a != prev[1]
+                       for prev, (a, b) in pairwise(spans))):
+            return [self.fetch(a, b, canary_weight) for a, b in windows]
+        kinds: list[Kind] = ["requests", "errors"] + (["latency"] if self.latency else [])
+        per_kind: dict[Kind, list[MetricResult | None]] = {}
+        for kind in kinds:
+            answer = self._run_preset_range(kind, spans, width)
+            if isinstance(answer, MetricResult):  # the query failed: every window with it
+                return [Samples(a, b, None, None, canary_weight,
+                                f"{kind} query failed: {answer.error}", answer.queries)
+                        for a, b in windows]
+            per_kind[kind] = answer
+        self._coalescer.asked(self.batch_key, self.member, spans[-1])
+        out: list[Samples] = []
+        for i, (a, b) in enumerate(windows):
+            results = {k: per_kind[k][i] for k in kinds}
+            failed = next((k for k, r in results.items() if r is not None and r.error), None)
+            if any(r is None for r in results.values()):
+                out.append(self.fetch(a, b, canary_weight))  # resets or churn: raw samples
+            elif failed is not None:
+                res = results[failed]
+                assert res is not None
+                out.append(Samples(a, b, None, None, canary_weight,
+                                   f"{failed} query failed: {res.error}", res.queries))
+            else:
+                done = {k: r for k, r in results.items() if r is not None}
+                out.append(self._assemble(a, b, canary_weight, done,
+                                          tuple(q for r in done.values() for q in r.queries)))
+        return out
 
     # ------------------------------------------------------------------ assembling
     def _role(self, key: tuple[str, ...]) -> Role | None:
@@ -340,6 +389,28 @@ class PrometheusMetricSource:
         if why:
             return MetricResult(None, (fast, *raws), f"{why}; query: {' or '.join(raws)}")
         return MetricResult(counts, (fast, *raws))
+
+    def _run_preset_range(self, kind: Kind, spans: Sequence[tuple[int, int]],
+                          width: int) -> list[MetricResult | None] | MetricResult:
+        """This rollout's fast query at the end of every span, as one range query: a result
+        per span (None: it needs the raw samples), or one MetricResult with the error."""
+        layout: Layout = self.layout
+        selectors = layout.selectors(kind, frozenset({self.member}))
+        group = (*layout.group, "le") if kind == "latency" else layout.group
+        fast = fast_query(selectors, group, width * 1000)
+        try:
+            steps = rows_by_step(self._client.query_range(fast, spans[0][1], spans[-1][1],
+                                                          step=width))
+        except QueryFailed as e:
+            return MetricResult(None, (fast,), f"{e.reason}; query: {fast}")
+        out: list[MetricResult | None] = []
+        for _, t1s in spans:
+            counts, why = counts_from_fast(steps.get(t1s, []), group)
+            if why:
+                out.append(MetricResult(None, (fast,), f"{why}; query: {fast}"))
+            else:
+                out.append(MetricResult(counts, (fast,)) if counts is not None else None)
+        return out
 
     # ------------------------------------------------------------------ custom templates
     def _template_values(self) -> dict[str, str]:
