@@ -412,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"(need {r['needed_ticks_per_s']:.1f}), p50 {r['tick_p50_ms']:.0f} ms, "
                         f"p99 {r['tick_p99_ms']:.0f} ms, {r['cpu_s_per_tick_ms']:.2f} CPU ms/tick, "
                         f"{r['queries_per_tick']:.3f} queries/tick, start round "
-                        f"{r['first_round_wall_s']:.0f} s ({r['started']} started), "
+                        f"{r['first_round_wall_s']:.0f} s ({r['started']} started, "
+                        f"{r['first_round_queries']} queries), "
                         f"peak RSS {r['peak_rss_mb']:.0f} MB")
                     progress.advance(bar)
         if args.scale_out and not args.no_scale_out:

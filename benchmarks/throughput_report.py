@@ -32,13 +32,14 @@ def _f(x: Any, fmt: str) -> str:
 def single_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| rollouts (started) | ticks/s (capacity) | ticks/s needed (N/30 s) | tick p50 ms "
              "| tick p99 ms | PromQL queries per tick | engine CPU ms per tick | start round s "
-             "| peak RSS MB | Prometheus CPU s |", "|" + "---|" * 10]
+             "| start round queries | peak RSS MB | Prometheus CPU s |", "|" + "---|" * 11]
     for r in rows:
         lines.append(
             f"| {r['rollouts']} ({r['started']}) | {r['ticks_per_s']:.1f} | "
             f"{r['needed_ticks_per_s']:.1f} | {r['tick_p50_ms']:.1f} | {r['tick_p99_ms']:.1f} | "
             f"{r['queries_per_tick']:.4f} | {r['cpu_s_per_tick_ms']:.2f} | "
-            f"{r['first_round_wall_s']:.0f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['first_round_wall_s']:.0f} | {r['first_round_queries']} | "
+            f"{r['peak_rss_mb']:.0f} | "
             f"{_f(r['prometheus_cpu_s'], '.0f')} |")
     return lines
 
@@ -184,8 +185,10 @@ def write_results(rows: list[dict[str, Any]], scale: dict[str, Any] | None, *, s
         "preset, dry-run router, our Judge, 8 tick threads). The clock is simulated: each "
         "rollout ticks once per 30 s round (rollout i at second i mod 30), ticks run back to "
         "back, so ticks/s is capacity and must exceed N/30. Every N starts with one start "
-        "round over all N rollouts (judge creation and the 10 min baseline query; its wall "
-        f"time is the 'start round' column), then steady analysis rounds ({steady} steady "
+        "round over all N rollouts (judge creation and the 10 min baseline, read one 30 s "
+        "interval at a time: 20 windows, from Prometheus one range query per metric for all "
+        "20; its wall time and HTTP queries are the 'start round' columns), then steady "
+        f"analysis rounds ({steady} steady "
         "ticks per N). The start round stops starting rollouts after "
         f"{start_budget:.0f} s; '(started)' says how many it started. Queries per tick "
         "counts HTTP queries sent to Prometheus, retries included. CPU (getrusage) and peak RSS "
