@@ -384,7 +384,7 @@ def test_a_failing_source_stops_the_baseline_reading_at_once():
     assert hist is None and series == [] and len(calls) == 2
 
 
-@pytest.mark.parametrize("canary_error", [0.01, 0.02])  # promoted; rolled back at tick 8
+@pytest.mark.parametrize("canary_error", [0.01, 0.02])  # promoted; rolled back (tick 2-8)
 def test_live_judge_decides_as_a_judge_rebuilt_from_the_store(canary_error):
     """The engine keeps each rollout's judge in memory between ticks; a process that rebuilds
     it from the stored judge state at every tick (a fresh engine per tick, as after a restart)
@@ -405,5 +405,7 @@ def test_live_judge_decides_as_a_judge_rebuilt_from_the_store(canary_error):
         return [(t.seq, t.action, t.decision, t.reason, t.weight_after, t.verdicts,
                  t.judge_state) for t in ticks]
 
-    assert live.phase is not Phase.PENDING and len(live.ticks) > 3
+    # the rollout was judged (how many ticks depends on the draw: 0.02 rolls back at tick 3
+    # with the clock moved by 7h, at 8 without)
+    assert live.phase is not Phase.PENDING and any(t.verdicts for t in live.ticks)
     assert decisions(rebuilt) == decisions(live.ticks)

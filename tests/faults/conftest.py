@@ -188,8 +188,8 @@ SIMULATE = """
     allowSimulatedMetrics: true  # fault cases drive real routers on invented traffic
     rps: 10000
     seed: 7
-    stable: {errorRate: 0.0001}
-    canary: {errorRate: 0.0001}"""
+    stable: {errorRate: 0.01}
+    canary: {errorRate: 0.01}"""
 
 
 def prometheus_source(address: str, *, timeout: str = "2s", retries: int = 0) -> str:
@@ -220,7 +220,7 @@ spec:
   analysis: {{interval: {interval}, minStepDuration: {min_step}, maxStepDuration: 10m,
              baselineWindow: 30s}}{metrics}
   checks: [{{type: error-rate, tolerance: 0.5}}]
-  decision: {{alpha: 0.05, minSamples: 100, checkSampleRatio: false,
+  decision: {{alpha: 0.001, minSamples: 100, checkSampleRatio: false,
              dataFailureLimit: {data_failure_limit}}}
 {extra}
 """
