@@ -15,14 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from analyzer.core.stats.latency import choose_bound
-from analyzer.core.types import Histogram
 from analyzer.offline.montecarlo import Estimate, Scenario, SimulationSummary
-from analyzer.sources.simulate import LATENCY_BUCKETS
 from benchmarks.decision_quality import JUDGE_LABEL, ROOT, Cell, reference_policy
 
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
@@ -56,8 +53,7 @@ def beyond_tolerance(sc: Scenario) -> bool:
     the baseline gives (a median shift with the p99 unchanged is invisible to those checks)."""
     r0 = min(1 + c.tolerance for c in reference_policy().spec.checks
              if hasattr(c, "tolerance"))
-    cum = np.cumsum(sc.latency.bucket_probabilities(LATENCY_BUCKETS)) * 1e6
-    bound = choose_bound(Histogram(LATENCY_BUCKETS, tuple(round(float(c)) for c in cum)), 0.99)
+    bound = choose_bound(sc.latency.expected_histogram(), 0.99)
     return max(sc.true_ratios(100.0, bound).values()) >= r0 - 1e-9
 
 

@@ -95,6 +95,13 @@ class Latency:
         cdf = np.concatenate([norm.cdf((np.log(finite) - mu) / sigma), [1.0]])
         return np.diff(np.concatenate([[0.0], cdf])).clip(min=0.0)
 
+    def expected_histogram(self, requests: float = 1e6,
+                           bounds: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
+        """The cumulative histogram `requests` requests fill on average (rounded): what a
+        baseline of this latency shows, for choosing a bound as the judge does."""
+        cum = np.cumsum(self.bucket_probabilities(bounds)) * requests
+        return Histogram(bounds, tuple(round(float(c)) for c in cum))
+
     def share_above(self, bound: float) -> float:
         """Probability that a request is slower than `bound`."""
         mu, sigma = self.params()

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from analyzer.core.stats.latency import bound_for_slo, choose_bound
 from analyzer.core.stats.power import time_to_detect, time_to_promote
 from analyzer.offline.montecarlo import LATENCY_BUCKETS, Scenario, SimulationSummary
 from analyzer.policy import Policy
@@ -101,13 +102,15 @@ class _Comparison:
 
 
 def _latency_bound(scenario: Scenario, check: LatencyCheck, q: float) -> float:
-    """The bucket bound the check compares at: the SLO bound's bucket, else the smallest
-    bucket whose stable CDF reaches q (analyzer.core.stats.latency.choose_bound)."""
-    finite = [b for b in LATENCY_BUCKETS if math.isfinite(b)]
+    """The bucket bound the check compares at, chosen as the judge chooses it: the SLO bound's
+    bucket, else the smallest bucket whose stable CDF reaches q (on the histogram a million
+    requests of the scenario's stable latency fill)."""
     if check.sloBound is not None:
-        slo = check.sloBound.total_seconds()
-        return next((b for b in finite if b >= slo), finite[-1])
-    return next((b for b in finite if 1 - scenario.latency.share_above(b) >= q), finite[-1])
+        bound = bound_for_slo(LATENCY_BUCKETS, check.sloBound.total_seconds())
+    else:
+        bound = choose_bound(scenario.latency.expected_histogram(), q)
+    assert bound is not None  # LATENCY_BUCKETS has finite bounds and the histogram requests
+    return bound
 
 
 def _comparisons(policy: Policy, scenario: Scenario, weight: int) -> list[_Comparison]:
