@@ -168,6 +168,7 @@ def simulation_verdict(policy: Policy, summary: SimulationSummary) -> Simulation
     regression = sc.is_regression
     comps = _comparisons(policy, sc, first)
     notes: list[str] = []
+    inside: list[_Comparison] = []  # checks whose tolerance covers the regression
     if not regression:
         # The negligible-rate route promotes the error-rate check without the ratio: leave
         # that check out of the binding time when the stable's rate is already below it.
@@ -188,7 +189,7 @@ def simulation_verdict(policy: Policy, summary: SimulationSummary) -> Simulation
     if regression and not comps:
         return SimulationVerdict(
             sc.name, False, f"{sc.name}: within every check's tolerance "
-            f"({_within_text(policy, sc, first)}); this policy is not meant to roll it back "
+            f"({_within_text(inside)}); this policy is not meant to roll it back "
             f"(rolled back in {fmt_pct(rate.value)} of runs)", first, limit, needs, (),
             tuple(notes))
     headline = _headline(sc.name, regression, ok, summary, runs)
@@ -201,9 +202,9 @@ def simulation_verdict(policy: Policy, summary: SimulationSummary) -> Simulation
                              tuple(notes))
 
 
-def _within_text(policy: Policy, sc: Scenario, weight: int) -> str:
+def _within_text(comps: list[_Comparison]) -> str:
     return ", ".join(f"{c.name} ratio {fmt_num(c.ratio)} <= {fmt_tolerance(c.tolerance)}"
-                     for c in _comparisons(policy, sc, weight))
+                     for c in comps)
 
 
 def _headline(name: str, regression: bool, ok: bool, s: SimulationSummary, runs: int) -> str:
@@ -262,14 +263,13 @@ def _suggestions(policy: Policy, comps: list[_Comparison], rps: float, first: in
         return seconds is not None and seconds * SAFETY <= limit
 
     # 1. a larger first step (the later steps must stay above it)
-    later = [s for s in steps[1:] if s > first]
     weight = next((w for w in range(first + 1, 100) if fits(need(w))), None)
     if weight is not None:
-        rest = [s for s in later if s > weight]
-        new_steps = [weight, *rest, 100] if 100 not in rest else [weight, *rest]
-        out.append(Suggestion("strategy.steps", str(new_steps), need(weight),
+        new_steps = [weight, *(s for s in steps if s > weight), 100]  # `steps` stop below 100
+        there = need(weight)
+        out.append(Suggestion("strategy.steps", str(new_steps), there,
                               f"a first step of {weight}% (steps {new_steps}): about "
-                              f"{fmt_seconds(need(weight) or 0)} there"))
+                              f"{fmt_seconds(there or 0)} there"))
     else:
         best = min(range(first, 100), key=lambda w: need(w) or math.inf)
         best_s = need(best)
